@@ -1,0 +1,125 @@
+"""Typed configuration of a speech LLM: which encoder, which connector, which LLM, and what trains.
+
+The dataclasses here are what users write in YAML (`model:` section of a recipe) and what
+`SpeechLLMConfig` stores inside a saved checkpoint. Unknown keys are an error, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+TrainMode = Literal["frozen", "full", "lora"]
+
+
+@dataclass
+class LoraSpec:
+    """LoRA settings handed to peft."""
+
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    # "all-linear" is peft's shorthand for every linear layer but the output head.
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class EncoderSpec:
+    """An audio encoder: a family from `encoders.ENCODERS` and its weights.
+
+    `name_or_path` is a hub id or a local directory; `hf_config` builds random weights from a config dict
+    instead (tests, and checkpoints that carry their own weights). `window_seconds` caps one encoder call:
+    longer audio is cut into windows whose features are joined.
+    """
+
+    family: str = "whisper"
+    name_or_path: str | None = None
+    hf_config: dict | None = None
+    train: TrainMode = "frozen"
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    window_seconds: float | None = None
+    normalize: bool | None = None  # per-utterance waveform normalisation (SSL encoders); None: from the model
+
+
+@dataclass
+class ConnectorSpec:
+    """A connector from `connectors.CONNECTORS` and its keyword arguments."""
+
+    type: str = "stack_mlp"
+    options: dict = field(default_factory=dict)
+    train: TrainMode = "full"
+
+
+@dataclass
+class LLMSpec:
+    """A causal LM by hub id or local path, or from `hf_config` with random weights."""
+
+    name_or_path: str | None = None
+    hf_config: dict | None = None
+    train: TrainMode = "frozen"
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    # Used when the tokenizer has no chat template of its own (see processing.FALLBACK_CHAT_TEMPLATE).
+    chat_template: str | None = None
+
+
+@dataclass
+class ModelSpec:
+    """The whole model: encoder (optionally fused with a second one), connector and LLM."""
+
+    encoder: EncoderSpec = field(default_factory=EncoderSpec)
+    fusion_encoder: EncoderSpec | None = None
+    connector: ConnectorSpec = field(default_factory=ConnectorSpec)
+    llm: LLMSpec = field(default_factory=LLMSpec)
+    audio_token: str = "<|audio|>"
+    max_audio_seconds: float = 600.0
+    metadata_schema: dict | None = None  # None: metadata.SPEECHLLM_SCHEMA
+
+
+def from_dict(cls: type, data: Any, where: str = ""):
+    """Build dataclass `cls` from a plain dict, recursively, failing on unknown keys and wrong shapes."""
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(names)}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, where):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if dataclasses.is_dataclass(arg):
+                return from_dict(arg, value, where)
+        return value
+    if origin is Literal and value not in args:
+        raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+    if hint is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def to_dict(spec) -> dict:
+    """A dataclass spec as a JSON-serialisable dict."""
+    return dataclasses.asdict(spec)

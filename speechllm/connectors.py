@@ -1,0 +1,207 @@
+"""Connectors: turn encoder frames into LLM input embeddings. One small class each, one registry.
+
+Every connector takes (features (batch, frames, in_dim), lengths) and returns (embeddings
+(batch, tokens, out_dim), token lengths), and knows `output_length(num_frames)`, which agrees with
+its real output for every length. Frames past a clip's length are zeroed before use, and inputs are
+zero-padded on the right to whatever a layer needs, so a clip's output is the same alone and inside a
+padded batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ConnectorSpec
+from .errors import ConfigError
+
+CONNECTORS: dict[str, type["Connector"]] = {}
+
+
+def register_connector(name: str) -> Callable:
+    def register(cls):
+        CONNECTORS[name] = cls
+        cls.name = name
+        return cls
+
+    return register
+
+
+def build_connector(spec: ConnectorSpec, input_dim: int, output_dim: int, frame_rate: float) -> "Connector":
+    if spec.type not in CONNECTORS:
+        raise ConfigError(f"unknown connector {spec.type!r}; known: {sorted(CONNECTORS)}")
+    try:
+        return CONNECTORS[spec.type](input_dim, output_dim, frame_rate=frame_rate, **spec.options)
+    except TypeError as error:
+        raise ConfigError(f"connector {spec.type!r}: bad options {spec.options}: {error}") from None
+
+
+def mask_padding(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero every frame past its clip's length."""
+    keep = torch.arange(features.shape[1], device=features.device)[None, :] < lengths[:, None].to(features.device)
+    return features * keep[..., None].to(features.dtype)
+
+
+def pad_frames(features: torch.Tensor, total: int) -> torch.Tensor:
+    """Right-pad (or crop) the frame axis to `total` frames."""
+    missing = total - features.shape[1]
+    return F.pad(features, (0, 0, 0, missing)) if missing > 0 else features[:, :total]
+
+
+class Connector(nn.Module):
+    name: str
+
+    def output_length(self, num_frames: int) -> int:
+        raise NotImplementedError
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([self.output_length(int(n)) for n in lengths], device=lengths.device)
+
+
+@register_connector("linear")
+class LinearConnector(Connector):
+    """One linear map per frame."""
+
+    def __init__(self, input_dim, output_dim, frame_rate=50.0):
+        super().__init__()
+        self.proj = nn.Linear(input_dim, output_dim)
+
+    def output_length(self, num_frames):
+        return num_frames
+
+    def forward(self, features, lengths):
+        return self.proj(mask_padding(features, lengths)), self.output_lengths(lengths)
+
+
+@register_connector("mlp")
+class MLPConnector(Connector):
+    """Linear -> GELU -> Linear per frame."""
+
+    def __init__(self, input_dim, output_dim, frame_rate=50.0, hidden_dim=None):
+        super().__init__()
+        hidden_dim = hidden_dim or output_dim
+        self.net = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, output_dim))
+
+    def output_length(self, num_frames):
+        return num_frames
+
+    def forward(self, features, lengths):
+        return self.net(mask_padding(features, lengths)), self.output_lengths(lengths)
+
+
+@register_connector("stack_mlp")
+class StackingConnector(Connector):
+    """Ultravox: stack `stack` consecutive frames, RMSNorm, Linear, SwiGLU, Linear, then a LayerNorm
+    whose gain can be set to the LLM's token-embedding scale (connector outputs otherwise dwarf text
+    embeddings; see REFERENCE.md section 4)."""
+
+    def __init__(self, input_dim, output_dim, frame_rate=50.0, stack=8, hidden_dim=None, output_norm=True):
+        super().__init__()
+        self.stack = stack
+        hidden_dim = hidden_dim or output_dim
+        self.norm = nn.RMSNorm(input_dim * stack)
+        self.up = nn.Linear(input_dim * stack, 2 * hidden_dim)
+        self.down = nn.Linear(hidden_dim, output_dim)
+        self.out_norm = nn.LayerNorm(output_dim) if output_norm else nn.Identity()
+
+    def output_length(self, num_frames):
+        return math.ceil(num_frames / self.stack)
+
+    def forward(self, features, lengths):
+        batch, frames, dim = features.shape
+        tokens = math.ceil(frames / self.stack)
+        stacked = pad_frames(mask_padding(features, lengths), tokens * self.stack).reshape(batch, tokens, dim * self.stack)
+        gate, value = self.up(self.norm(stacked)).chunk(2, dim=-1)
+        return self.out_norm(self.down(F.silu(gate) * value)), self.output_lengths(lengths)
+
+
+@register_connector("pool_linear")
+class PoolLinearConnector(Connector):
+    """Kang & Roy: average pooling (kernel 8, stride 4) then a linear map. Clips shorter than one
+    kernel are zero-padded to one kernel, so every clip gives at least one token."""
+
+    def __init__(self, input_dim, output_dim, frame_rate=50.0, kernel=8, stride=4):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+        self.proj = nn.Linear(input_dim, output_dim)
+
+    def output_length(self, num_frames):
+        return math.ceil(max(num_frames - self.kernel, 0) / self.stride) + 1
+
+    def forward(self, features, lengths):
+        tokens = max(self.output_length(int(n)) for n in lengths)
+        x = pad_frames(mask_padding(features, lengths), (tokens - 1) * self.stride + self.kernel)
+        pooled = F.avg_pool1d(x.transpose(1, 2), self.kernel, self.stride).transpose(1, 2)
+        return self.proj(pooled), self.output_lengths(lengths)
+
+
+@register_connector("speechllm_cnn")
+class SpeechLLMConvConnector(Connector):
+    """skit-ai SpeechLLM: ReLU, Conv1d(k5), ReLU, Conv1d(k5, stride 2), ReLU, Conv1d(k3 or k5), no padding.
+    Inputs shorter than the stack's receptive field are zero-padded to it."""
+
+    def __init__(self, input_dim, output_dim, frame_rate=50.0, last_kernel=3):
+        super().__init__()
+        self.last_kernel = last_kernel
+        self.net = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv1d(input_dim, output_dim // 2, 5),
+            nn.ReLU(),
+            nn.Conv1d(output_dim // 2, output_dim, 5, stride=2),
+            nn.ReLU(),
+            nn.Conv1d(output_dim, output_dim, last_kernel),
+        )
+        self.min_frames = 4 + 5 + 2 * (last_kernel - 1)  # receptive field of one output token
+
+    def output_length(self, num_frames):
+        n = max(num_frames, self.min_frames) - 4
+        return (n - 5) // 2 + 1 - (self.last_kernel - 1)
+
+    def forward(self, features, lengths):
+        frames = max(max(int(n) for n in lengths), self.min_frames)
+        x = pad_frames(mask_padding(features, lengths), frames)
+        return self.net(x.transpose(1, 2)).transpose(1, 2), self.output_lengths(lengths)
+
+
+@register_connector("window_qformer")
+class WindowQFormerConnector(Connector):
+    """SALMONN / Self-Powered LSM: N learned queries cross-attend to each window of frames; window and
+    stride are in seconds (fixed, not derived from the batch), padding frames are masked out."""
+
+    def __init__(
+        self, input_dim, output_dim, frame_rate=50.0, window_seconds=0.33, stride_seconds=0.33,
+        queries=1, hidden_dim=256, layers=2, heads=4,
+    ):
+        super().__init__()
+        self.window = max(1, round(window_seconds * frame_rate))
+        self.stride = max(1, round(stride_seconds * frame_rate))
+        self.input_norm = nn.LayerNorm(input_dim)
+        self.input_proj = nn.Linear(input_dim, hidden_dim)
+        self.queries = nn.Parameter(torch.randn(queries, hidden_dim) * 0.02)
+        layer = nn.TransformerDecoderLayer(hidden_dim, heads, 4 * hidden_dim, dropout=0.0, batch_first=True)
+        self.qformer = nn.TransformerDecoder(layer, layers)
+        self.proj = nn.Linear(hidden_dim, output_dim)
+
+    def output_length(self, num_frames):
+        windows = math.ceil(max(num_frames - self.window, 0) / self.stride) + 1
+        return windows * len(self.queries)
+
+    def forward(self, features, lengths):
+        batch = features.shape[0]
+        windows = max(self.output_length(int(n)) for n in lengths) // len(self.queries)
+        total = (windows - 1) * self.stride + self.window
+        x = self.input_proj(self.input_norm(pad_frames(mask_padding(features, lengths), total)))
+        # (batch, windows, window, hidden) and the matching "is padding" mask
+        chunks = x.unfold(1, self.window, self.stride).permute(0, 1, 3, 2)
+        positions = torch.arange(total, device=x.device).unfold(0, self.window, self.stride)
+        padding = positions[None] >= lengths.to(x.device)[:, None, None]
+        # A window made only of padding still needs one key to attend to; its output is cropped anyway.
+        padding[..., 0] = False
+        memory = chunks.reshape(batch * windows, self.window, -1)
+        queries = self.queries[None].expand(batch * windows, -1, -1)
+        out = self.qformer(queries, memory, memory_key_padding_mask=padding.reshape(batch * windows, -1))
+        return self.proj(out.reshape(batch, windows * len(self.queries), -1)), self.output_lengths(lengths)

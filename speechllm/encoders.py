@@ -1,0 +1,222 @@
+"""Audio encoders: one small wrapper per family, one registry, one interface.
+
+Every encoder takes right-padded 16 kHz waveforms and their lengths and returns right-padded features
+(batch, frames, dim) and the number of valid frames per clip. Clips longer than the encoder's window
+are cut into windows whose features are joined, so nothing is silently truncated.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .audio import SAMPLE_RATE
+from .config import EncoderSpec
+from .errors import ConfigError
+
+ENCODERS: dict[str, type["AudioEncoder"]] = {}
+
+
+def register_encoder(*names: str) -> Callable:
+    def register(cls):
+        for name in names:
+            ENCODERS[name] = cls
+        return cls
+
+    return register
+
+
+def build_encoder(spec: EncoderSpec) -> "AudioEncoder":
+    """The encoder named by `spec.family`, with pretrained weights (`name_or_path`) or random ones (`hf_config`)."""
+    if spec.family not in ENCODERS:
+        raise ConfigError(f"unknown encoder family {spec.family!r}; known: {sorted(ENCODERS)}")
+    if spec.name_or_path is None and spec.hf_config is None:
+        raise ConfigError("encoder: give `name_or_path` (hub id or local directory) or `hf_config`")
+    return ENCODERS[spec.family](spec)
+
+
+class AudioEncoder(nn.Module):
+    """Base class: windowing of long audio and the (features, lengths) contract.
+
+    Subclasses set `self.model`, `output_dim`, `frame_rate`, and implement `window_output_length`
+    and `encode_windows`.
+    """
+
+    default_window_seconds = 30.0
+
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        self.spec = spec
+        seconds = spec.window_seconds or self.default_window_seconds
+        self.window_samples = int(round(seconds * SAMPLE_RATE))
+
+    # -- what subclasses provide -------------------------------------------------------------
+    output_dim: int
+    frame_rate: float
+
+    def window_output_length(self, num_samples: int) -> int:
+        raise NotImplementedError
+
+    def encode_windows(self, windows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(n, samples) padded windows -> (n, frames, dim) features; frames past a window's length are ignored."""
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------------
+    @property
+    def min_samples(self) -> int:
+        """The shortest clip that yields at least one frame."""
+        if not hasattr(self, "_min_samples"):
+            self._min_samples = next(n for n in range(1, SAMPLE_RATE) if self.window_output_length(n) >= 1)
+        return self._min_samples
+
+    def hf_config(self) -> dict:
+        """The underlying model's config, so a checkpoint can rebuild this encoder without the hub."""
+        return self.model.config.to_dict()
+
+    def _window_sizes(self, num_samples: int) -> list[int]:
+        sizes = [self.window_samples] * (num_samples // self.window_samples)
+        if num_samples % self.window_samples:
+            sizes.append(num_samples % self.window_samples)
+        # A tail window too short for one frame is zero-padded up to the minimum, here and in forward.
+        return [max(size, self.min_samples) for size in sizes] or [self.min_samples]
+
+    def output_length(self, num_samples: int) -> int:
+        """Number of feature frames for a clip of `num_samples` samples (all windows joined)."""
+        return sum(self.window_output_length(size) for size in self._window_sizes(int(num_samples)))
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        windows, window_lengths, owners = [], [], []
+        for clip, (wave, length) in enumerate(zip(waveforms, lengths.tolist())):
+            start = 0
+            for size in self._window_sizes(length):
+                piece = wave[start : start + min(size, max(length - start, 0))]
+                windows.append(piece)
+                window_lengths.append(size)
+                owners.append(clip)
+                start += size
+        batch = waveforms.new_zeros(len(windows), max(window_lengths))
+        for row, piece in enumerate(windows):
+            batch[row, : len(piece)] = piece
+        window_lengths_t = torch.tensor(window_lengths)
+        frames = self.encode_windows(batch, window_lengths_t)
+        out_lengths = [self.window_output_length(n) for n in window_lengths]
+        per_clip: list[list[torch.Tensor]] = [[] for _ in range(len(waveforms))]
+        for row, (owner, n) in enumerate(zip(owners, out_lengths)):
+            per_clip[owner].append(frames[row, :n])
+        joined = [torch.cat(parts) for parts in per_clip]
+        feature_lengths = torch.tensor([len(j) for j in joined], device=waveforms.device)
+        features = frames.new_zeros(len(joined), int(feature_lengths.max()), frames.shape[-1])
+        for row, j in enumerate(joined):
+            features[row, : len(j)] = j
+        return features, feature_lengths
+
+
+@register_encoder("whisper")
+class WhisperAudioEncoder(AudioEncoder):
+    """Whisper's encoder on log-mel input. It always sees 30 s (3000 mel frames); outputs are cropped
+    to the clip's real length (one frame per 320 samples, 50 Hz)."""
+
+    default_window_seconds = 30.0
+
+    def __init__(self, spec: EncoderSpec):
+        from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        if (spec.window_seconds or 30.0) > 30.0:
+            raise ConfigError("whisper encoder: window_seconds cannot exceed 30 (Whisper's fixed input)")
+        super().__init__(spec)
+        if spec.name_or_path is not None:
+            self.model = WhisperModel.from_pretrained(spec.name_or_path).get_encoder()
+        else:
+            self.model = WhisperEncoder(WhisperConfig(**spec.hf_config))
+        config = self.model.config
+        self.feature_extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+        self.output_dim = config.d_model
+        self.frame_rate = SAMPLE_RATE / 320
+        self.max_frames = config.max_source_positions
+
+    def window_output_length(self, num_samples: int) -> int:
+        return min(math.ceil(num_samples / 320), self.max_frames)
+
+    def encode_windows(self, windows, lengths):
+        mel = self.feature_extractor(
+            [w.float().cpu().numpy() for w in windows], sampling_rate=SAMPLE_RATE, return_tensors="pt"
+        ).input_features
+        param = next(self.model.parameters())
+        return self.model(mel.to(param.device, param.dtype)).last_hidden_state
+
+
+@register_encoder("hubert", "wavlm", "wav2vec2")
+class SelfSupervisedAudioEncoder(AudioEncoder):
+    """HuBERT, WavLM and wav2vec2: raw waveform in, about 50 frames a second out.
+
+    Models with layer-norm feature extractors take an attention mask; group-norm ones (the base
+    models) see padding as signal, so their windows are encoded one at a time to keep outputs
+    independent of the batch.
+    """
+
+    def __init__(self, spec: EncoderSpec):
+        from transformers import AutoConfig, AutoModel
+
+        super().__init__(spec)
+        if spec.name_or_path is not None:
+            self.model = AutoModel.from_pretrained(spec.name_or_path)
+        else:
+            config = AutoConfig.for_model(spec.hf_config["model_type"], **spec.hf_config)
+            self.model = AutoModel.from_config(config)
+        config = self.model.config
+        self.output_dim = config.hidden_size
+        self.frame_rate = SAMPLE_RATE / math.prod(config.conv_stride)
+        self.masks_padding = config.feat_extract_norm == "layer"
+        self.normalize = spec.normalize if spec.normalize is not None else self.masks_padding
+
+    def window_output_length(self, num_samples: int) -> int:
+        return int(self.model._get_feat_extract_output_lengths(torch.tensor(num_samples)))
+
+    def encode_windows(self, windows, lengths):
+        param = next(self.model.parameters())
+        windows = windows.to(param.device, torch.float32)
+        mask = torch.arange(windows.shape[1], device=windows.device)[None, :] < lengths.to(windows.device)[:, None]
+        if self.normalize:
+            count = mask.sum(1, keepdim=True)
+            mean = (windows * mask).sum(1, keepdim=True) / count
+            var = (((windows - mean) * mask) ** 2).sum(1, keepdim=True) / count
+            windows = (windows - mean) / torch.sqrt(var + 1e-7) * mask
+        windows = windows.to(param.dtype)
+        if self.masks_padding:
+            return self.model(windows, attention_mask=mask.long()).last_hidden_state
+        outputs = [self.model(w[None, :n]).last_hidden_state[0] for w, n in zip(windows, lengths.tolist())]
+        frames = outputs[0].new_zeros(len(outputs), max(len(o) for o in outputs), outputs[0].shape[-1])
+        for row, out in enumerate(outputs):
+            frames[row, : len(out)] = out
+        return frames
+
+
+class FusedEncoder(nn.Module):
+    """Two encoders side by side (SALMONN, WavLLM): the second's frames are aligned to the first's by
+    nearest index and the features concatenated along the channel axis."""
+
+    def __init__(self, primary: AudioEncoder, secondary: AudioEncoder):
+        super().__init__()
+        self.primary, self.secondary = primary, secondary
+        self.output_dim = primary.output_dim + secondary.output_dim
+        self.frame_rate = primary.frame_rate
+
+    @property
+    def min_samples(self) -> int:
+        return max(self.primary.min_samples, self.secondary.min_samples)
+
+    def output_length(self, num_samples: int) -> int:
+        return self.primary.output_length(num_samples)
+
+    def forward(self, waveforms, lengths):
+        first, first_lengths = self.primary(waveforms, lengths)
+        second, second_lengths = self.secondary(waveforms, lengths)
+        aligned = second.new_zeros(*first.shape[:2], second.shape[-1])
+        for row, (n1, n2) in enumerate(zip(first_lengths.tolist(), second_lengths.tolist())):
+            index = torch.arange(n1, device=second.device) * n2 // max(n1, 1)
+            aligned[row, :n1] = second[row, index]
+        return torch.cat([first, aligned], dim=-1), first_lengths

@@ -1,0 +1,282 @@
+"""The composite speech LLM: encoder -> connector -> placeholder positions of a causal LLM.
+
+`SpeechLLMForConditionalGeneration` is a transformers `PreTrainedModel` registered under model_type
+`speechllm`: after `import speechllm`, `AutoModel.from_pretrained(dir)` loads it without
+trust_remote_code. Checkpoints are safetensors, either with every weight (`save_pretrained(dir)`) or
+with only the trained weights plus references to the base encoder and LLM
+(`save_pretrained(dir, trainable_only=True)`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedModel
+
+from .config import EncoderSpec, LoraSpec, ModelSpec, from_dict, to_dict
+from .connectors import build_connector
+from .encoders import FusedEncoder, build_encoder
+from .errors import ConfigError, InputError
+from .processing import SpeechLLMProcessor
+
+TRAINABLE_WEIGHTS = "trainable.safetensors"
+
+
+class SpeechLLMConfig(PreTrainedConfig):
+    """Holds a `ModelSpec` (see config.py) as plain dicts, plus how the checkpoint stores its weights."""
+
+    model_type = "speechllm"
+
+    def __init__(self, spec: dict | None = None, weights: str = "full", **kwargs):
+        self.spec = to_dict(from_dict(ModelSpec, spec or {}, "model"))
+        self.weights = weights  # "full": all weights here; "trainable": trained weights + base references
+        super().__init__(**kwargs)
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return from_dict(ModelSpec, self.spec, "model")
+
+
+def apply_train_mode(module: nn.Module, mode: str, lora: LoraSpec) -> nn.Module:
+    """Freeze, fully train, or wrap `module` with LoRA adapters (peft). Returns the module to use."""
+    if mode == "frozen":
+        return module.requires_grad_(False)
+    if mode == "full":
+        return module.requires_grad_(True)
+    if mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        module.requires_grad_(False)
+        config = LoraConfig(
+            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
+        )
+        return get_peft_model(module, config)
+    raise ConfigError(f"train mode must be frozen, full or lora, got {mode!r}")
+
+
+def merge_lora(module: nn.Module) -> nn.Module:
+    """Fold LoRA adapters into the base weights (no-op without adapters)."""
+    return module.merge_and_unload() if hasattr(module, "merge_and_unload") else module
+
+
+class SpeechLLMForConditionalGeneration(PreTrainedModel):
+    config_class = SpeechLLMConfig
+    base_model_prefix = "speechllm"
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+
+    def __init__(self, config: SpeechLLMConfig, *, encoder=None, fusion_encoder=None, language_model=None):
+        """Build from `config` with random weights, or around already loaded parts (see `from_spec`)."""
+        super().__init__(config)
+        spec = config.model_spec
+        encoder = encoder or build_encoder(_random_init(spec.encoder))
+        if spec.fusion_encoder is not None:
+            secondary = fusion_encoder or build_encoder(_random_init(spec.fusion_encoder))
+            encoder = FusedEncoder(encoder, secondary)
+        if language_model is None:
+            if spec.llm.hf_config is None:
+                raise ConfigError("llm: give `name_or_path` (hub id or local directory) or `hf_config`")
+            llm_config = AutoConfig.for_model(**spec.llm.hf_config)
+            language_model = AutoModelForCausalLM.from_config(llm_config)
+        llm_width = language_model.get_input_embeddings().embedding_dim
+        self.encoder = encoder
+        self.connector = build_connector(spec.connector, encoder.output_dim, llm_width, encoder.frame_rate)
+        self._apply_train_modes(spec, language_model)
+        self.processor: SpeechLLMProcessor | None = None
+        self.post_init()
+
+    def _apply_train_modes(self, spec: ModelSpec, language_model):
+        encoders = [self.encoder.primary, self.encoder.secondary] if isinstance(self.encoder, FusedEncoder) else [self.encoder]
+        for part, part_spec in zip(encoders, [spec.encoder, spec.fusion_encoder]):
+            part.model = apply_train_mode(part.model, part_spec.train, part_spec.lora)
+        self.connector = apply_train_mode(self.connector, spec.connector.train, LoraSpec())
+        self.language_model = apply_train_mode(language_model, spec.llm.train, spec.llm.lora)
+
+    def _init_weights(self, module):
+        # Pretrained parts arrive initialised; connectors initialise themselves in their constructors.
+        pass
+
+    # -- building and loading ------------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: ModelSpec | dict, tokenizer=None) -> "SpeechLLMForConditionalGeneration":
+        """A new model from a spec: pretrained encoder and LLM from `name_or_path`, or random from `hf_config`.
+
+        The loaded parts' configs are recorded in the spec, so a full checkpoint rebuilds without the hub.
+        """
+        spec = from_dict(ModelSpec, spec, "model") if isinstance(spec, dict) else spec
+        encoder = build_encoder(spec.encoder)
+        spec.encoder.hf_config = encoder.hf_config()
+        fusion = None
+        if spec.fusion_encoder is not None:
+            fusion = build_encoder(spec.fusion_encoder)
+            spec.fusion_encoder.hf_config = fusion.hf_config()
+        if spec.llm.name_or_path is not None:
+            language_model = AutoModelForCausalLM.from_pretrained(spec.llm.name_or_path)
+        elif spec.llm.hf_config is not None:
+            language_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.llm.hf_config))
+        else:
+            raise ConfigError("llm: give `name_or_path` (hub id or local directory) or `hf_config`")
+        spec.llm.hf_config = language_model.config.to_dict()
+        if tokenizer is None:
+            if spec.llm.name_or_path is None:
+                raise ConfigError("a model built from llm.hf_config needs a tokenizer: from_spec(spec, tokenizer=...)")
+            tokenizer = AutoTokenizer.from_pretrained(spec.llm.name_or_path)
+        model = cls(SpeechLLMConfig(to_dict(spec)), encoder=encoder, fusion_encoder=fusion, language_model=language_model)
+        model.attach_processor(tokenizer)
+        return model
+
+    def attach_processor(self, tokenizer) -> SpeechLLMProcessor:
+        spec = self.config.model_spec
+        self.processor = SpeechLLMProcessor(
+            tokenizer,
+            self.audio_token_count,
+            audio_token=spec.audio_token,
+            chat_template=spec.llm.chat_template,
+            min_samples=self.encoder.min_samples,
+            max_audio_seconds=spec.max_audio_seconds,
+        )
+        return self.processor
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load a checkpoint written by `save_pretrained` (full or trainable-only) with its tokenizer."""
+        path = pretrained_model_name_or_path
+        config = kwargs.pop("config", None) or SpeechLLMConfig.from_pretrained(path)
+        if config.weights == "trainable":
+            spec = config.model_spec
+            for part in [spec.encoder, spec.fusion_encoder, spec.llm]:
+                if part is not None and part.name_or_path is None:
+                    raise ConfigError(f"{path}: trainable-only checkpoint without a base model reference")
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = cls.from_spec(spec, tokenizer=tokenizer)
+            state = load_file(os.path.join(path, TRAINABLE_WEIGHTS))
+            missing = set(state) - set(model.state_dict())
+            if missing:
+                raise ConfigError(f"{path}: weights {sorted(missing)[:5]} do not fit the model built from its config")
+            model.load_state_dict(state, strict=False)
+            model.config.weights = "trainable"
+        else:
+            model = super().from_pretrained(path, *args, config=config, **kwargs)
+            model.attach_processor(AutoTokenizer.from_pretrained(path))
+        return model.eval()
+
+    def save_pretrained(self, save_directory, *, trainable_only: bool = False, **kwargs):
+        """Write config, tokenizer and safetensors weights.
+
+        `trainable_only=True` writes only the weights that train (connector, adapters, unfrozen parts)
+        and references to the base encoder and LLM, which must then have a `name_or_path`.
+        """
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        if trainable_only:
+            spec = self.config.model_spec
+            for name, part in [("encoder", spec.encoder), ("fusion_encoder", spec.fusion_encoder), ("llm", spec.llm)]:
+                if part is not None and part.name_or_path is None:
+                    raise ConfigError(f"cannot save trainable-only: {name} has no name_or_path to refer to; save the full model")
+            names = {n for n, p in self.named_parameters() if p.requires_grad}
+            state = {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if n in names}
+            save_file(state, str(save_directory / TRAINABLE_WEIGHTS), metadata={"format": "pt"})
+            config = SpeechLLMConfig(self.config.spec, weights="trainable")
+            config.save_pretrained(save_directory)
+        else:
+            self.config.weights = "full"
+            super().save_pretrained(save_directory, **kwargs)
+        if self.processor is not None:
+            self.processor.tokenizer.save_pretrained(save_directory)
+
+    def merged(self) -> "SpeechLLMForConditionalGeneration":
+        """This model with LoRA folded into the base weights; its config says the parts train fully."""
+        spec = self.config.model_spec
+        if isinstance(self.encoder, FusedEncoder):
+            parts = [(self.encoder.primary, spec.encoder), (self.encoder.secondary, spec.fusion_encoder)]
+        else:
+            parts = [(self.encoder, spec.encoder)]
+        for encoder, part_spec in parts:
+            encoder.model = merge_lora(encoder.model)
+            part_spec.train = "full" if part_spec.train == "lora" else part_spec.train
+        self.language_model = merge_lora(self.language_model)
+        if spec.llm.train == "lora":
+            spec.llm.train = "full"
+        self.config.spec = to_dict(spec)
+        return self
+
+    # -- forward -------------------------------------------------------------------------------
+    def audio_token_count(self, num_samples: int) -> int:
+        """LLM positions taken by a clip of `num_samples` 16 kHz samples."""
+        return self.connector.output_length(self.encoder.output_length(num_samples))
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # Frozen parts stay in eval mode: dropout in a frozen encoder is noise, not regularisation.
+        for module in [self.encoder, self.connector, self.language_model]:
+            if not any(p.requires_grad for p in module.parameters()):
+                module.eval()
+        return self
+
+    def encode_audio(self, audio_values: torch.Tensor, audio_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveforms (clips, samples) -> connector outputs (clips, tokens, llm_width) and token counts."""
+        encoder_trains = any(p.requires_grad for p in self.encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains):
+            features, lengths = self.encoder(audio_values, audio_lengths)
+        dtype = next(self.connector.parameters()).dtype
+        return self.connector(features.to(dtype), lengths)
+
+    def embed(self, input_ids, audio_values=None, audio_lengths=None, audio_embeds=None) -> torch.Tensor:
+        """Token embeddings with each clip's connector outputs written into its placeholder positions.
+
+        `audio_embeds` (a list of (tokens, width) tensors, one per clip) replaces running the encoder,
+        e.g. with cached features or, for distillation tests, any embeddings of the right count.
+        """
+        audio_id = self.processor.audio_token_id if self.processor else None
+        is_audio = input_ids == audio_id
+        embeds = self.get_input_embeddings()(input_ids.masked_fill(is_audio, 0))
+        if audio_embeds is None and audio_values is not None:
+            outputs, lengths = self.encode_audio(audio_values.to(embeds.device), audio_lengths.to(embeds.device))
+            audio_embeds = [o[:n] for o, n in zip(outputs, lengths.tolist())]
+        expected = int(is_audio.sum())
+        given = sum(len(a) for a in audio_embeds) if audio_embeds is not None else 0
+        if expected != given:
+            raise InputError(f"the prompt has {expected} audio positions but the audio gives {given} embeddings")
+        if expected:
+            flat = torch.cat(list(audio_embeds)).to(embeds.dtype)
+            embeds = embeds.masked_scatter(is_audio[..., None], flat)
+        return embeds
+
+    def forward(
+        self, input_ids, attention_mask=None, audio_values=None, audio_lengths=None, labels=None,
+        audio_embeds=None, **kwargs,
+    ):
+        embeds = self.embed(input_ids, audio_values, audio_lengths, audio_embeds)
+        return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, audio_values=None, audio_lengths=None, **kwargs):
+        """Batched generation (greedy, sampling, beams: any `generate` option) with KV cache.
+
+        Returns only the new tokens, shape (batch, new_tokens).
+        """
+        embeds = self.embed(input_ids, audio_values, audio_lengths)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        kwargs.setdefault("pad_token_id", self.processor.tokenizer.pad_token_id)
+        kwargs.setdefault("eos_token_id", self.processor.end_of_turn_ids)
+        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
+
+
+def _random_init(spec: EncoderSpec) -> EncoderSpec:
+    """The same encoder spec, built from its recorded config instead of downloading weights."""
+    if spec.hf_config is None:
+        return spec
+    return from_dict(EncoderSpec, {**to_dict(spec), "name_or_path": None})
+
+
+AutoConfig.register("speechllm", SpeechLLMConfig)
+AutoModel.register(SpeechLLMConfig, SpeechLLMForConditionalGeneration)
