@@ -38,6 +38,16 @@ def build_encoder(spec: EncoderSpec) -> "AudioEncoder":
     return ENCODERS[spec.family](spec)
 
 
+def load_checked(model_class, name_or_path: str):
+    """`model_class.from_pretrained`, refusing checkpoints that leave weights randomly initialised."""
+    model, info = model_class.from_pretrained(name_or_path, output_loading_info=True)
+    # Masked-prediction heads etc. of pretraining checkpoints are expected extras; missing weights are not.
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise ConfigError(f"{name_or_path}: checkpoint lacks {len(missing)} encoder weights, e.g. {missing[:3]}")
+    return model
+
+
 class AudioEncoder(nn.Module):
     """Base class: windowing of long audio and the (features, lengths) contract.
 
@@ -122,14 +132,19 @@ class WhisperAudioEncoder(AudioEncoder):
     default_window_seconds = 30.0
 
     def __init__(self, spec: EncoderSpec):
-        from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+        from transformers import AutoConfig, WhisperConfig, WhisperFeatureExtractor, WhisperModel
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
         if (spec.window_seconds or 30.0) > 30.0:
             raise ConfigError("whisper encoder: window_seconds cannot exceed 30 (Whisper's fixed input)")
         super().__init__(spec)
         if spec.name_or_path is not None:
-            self.model = WhisperModel.from_pretrained(spec.name_or_path).get_encoder()
+            config = AutoConfig.from_pretrained(spec.name_or_path)
+            # A saved encoder alone loads as itself; a whole Whisper (hub ids) gives up its encoder.
+            if "WhisperEncoder" in (config.architectures or []):
+                self.model = load_checked(WhisperEncoder, spec.name_or_path)
+            else:
+                self.model = load_checked(WhisperModel, spec.name_or_path).get_encoder()
         else:
             self.model = WhisperEncoder(WhisperConfig(**spec.hf_config))
         config = self.model.config
@@ -163,9 +178,9 @@ class SelfSupervisedAudioEncoder(AudioEncoder):
 
         super().__init__(spec)
         if spec.name_or_path is not None:
-            self.model = AutoModel.from_pretrained(spec.name_or_path)
+            self.model = load_checked(AutoModel, spec.name_or_path)
         else:
-            config = AutoConfig.for_model(spec.hf_config["model_type"], **spec.hf_config)
+            config = AutoConfig.for_model(**spec.hf_config)
             self.model = AutoModel.from_config(config)
         config = self.model.config
         self.output_dim = config.hidden_size

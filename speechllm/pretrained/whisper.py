@@ -203,6 +203,7 @@ def load_packaged_whisper(
     if multilingual:
         generation.lang_to_id = {tokenizer.convert_ids_to_tokens(i): i for i in options["lang_ids"]}
         generation.task_to_id = {task: ids[task] for task in ("transcribe", "translate")}
+        generation.task = "transcribe"  # the default; without it the prompt lacks a task token and decoding loops
 
     with torch.device("meta"):  # no time spent on a random initialisation that is overwritten at once
         model = WhisperForConditionalGeneration(config)

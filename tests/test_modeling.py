@@ -1,0 +1,122 @@
+import torch
+import pytest
+from transformers import AutoModel
+
+import speechllm  # noqa: F401  (registers model_type "speechllm" with the Auto classes)
+from speechllm.errors import ConfigError, InputError
+from speechllm.modeling import SpeechLLMForConditionalGeneration
+from speechllm.testing import tiny_model
+from tests.conftest import tone
+
+
+def ask(text, *clips):
+    content = [{"type": "text", "text": text}] + [{"type": "audio", "audio": c} for c in clips]
+    return [{"role": "user", "content": content}]
+
+
+def logits(model, conversations):
+    batch = model.processor(conversations)
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def test_batched_greedy_generation_equals_one_at_a_time(tiny):
+    # Batch 8 with mixed audio lengths, clip counts and prompt lengths.
+    conversations = [
+        ask("transcribe", tone(0.3 + 0.37 * i, freq=150 + 40 * i, seed=i)) if i % 3 else
+        ask("compare these two clips " * (1 + i % 2), tone(0.5, seed=i), tone(1.1 + i / 10, seed=i + 9))
+        for i in range(8)
+    ]
+    batch = tiny.processor(conversations)
+    together = tiny.generate(**batch, max_new_tokens=12, do_sample=False, min_new_tokens=12)
+    for i, conversation in enumerate(conversations):
+        alone = tiny.generate(**tiny.processor([conversation]), max_new_tokens=12, do_sample=False, min_new_tokens=12)
+        assert together[i].tolist() == alone[0].tolist(), f"row {i} differs"
+
+
+def test_sampling_is_seeded_and_varies(tiny):
+    batch = tiny.processor([ask("say something", tone(0.8))])
+    runs = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        runs.append(tiny.generate(**batch, max_new_tokens=10, min_new_tokens=10, do_sample=True, temperature=1.5).tolist())
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_full_checkpoint_reloads_through_automodel_to_same_outputs(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(loaded, SpeechLLMForConditionalGeneration)
+    conversation = [ask("transcribe", tone(1.3))]
+    torch.testing.assert_close(logits(loaded, conversation), logits(tiny, conversation))
+
+
+def _model_with_base_references(tmp_path, **overrides):
+    """A tiny model whose encoder and LLM come from local directories, as hub ids would."""
+    base = tiny_model(**overrides)
+    base.encoder.model.save_pretrained(tmp_path / "encoder")
+    base.language_model.save_pretrained(tmp_path / "llm")
+    base.processor.tokenizer.save_pretrained(tmp_path / "llm")
+    spec = base.config.model_spec
+    spec.encoder.name_or_path, spec.encoder.hf_config = str(tmp_path / "encoder"), None
+    spec.llm.name_or_path, spec.llm.hf_config = str(tmp_path / "llm"), None
+    return spec
+
+
+def test_trainable_only_checkpoint_holds_only_trained_weights_and_reloads(tmp_path):
+    spec = _model_with_base_references(tmp_path)
+    spec.llm.train = "lora"
+    model = SpeechLLMForConditionalGeneration.from_spec(spec).eval()
+    with torch.no_grad():  # make the adapters matter
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.save_pretrained(tmp_path / "ckpt", trainable_only=True)
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "ckpt" / "trainable.safetensors")
+    assert saved and all(k.startswith("connector.") or "lora_" in k for k in saved)
+    reloaded = SpeechLLMForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+    conversation = [ask("transcribe", tone(0.9))]
+    torch.testing.assert_close(logits(reloaded, conversation), logits(model, conversation))
+
+
+def test_merged_export_matches_lora_model(tmp_path):
+    spec = _model_with_base_references(tmp_path)
+    spec.llm.train = "lora"
+    model = SpeechLLMForConditionalGeneration.from_spec(spec).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    conversation = [ask("transcribe", tone(0.9))]
+    before = logits(model, conversation)
+    model.merged().save_pretrained(tmp_path / "merged")
+    merged = AutoModel.from_pretrained(tmp_path / "merged")
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    torch.testing.assert_close(logits(merged, conversation), before, atol=1e-4, rtol=1e-4)
+
+
+def test_trainable_only_save_needs_base_references(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="name_or_path"):
+        tiny.save_pretrained(tmp_path, trainable_only=True)
+
+
+def test_loss_trains_only_the_answer(tiny):
+    conversation = ask("transcribe", tone(0.5)) + [{"role": "assistant", "content": "hello world"}]
+    batch = tiny.processor(conversation, add_generation_prompt=False)
+    out = tiny(**batch)
+    assert torch.isfinite(out.loss)
+    changed = batch["input_ids"].clone()
+    prompt_positions = (batch["labels"] == -100) & (changed != tiny.processor.audio_token_id)
+    # Changing the prompt changes the loss; the loss only counts answer tokens.
+    assert int((batch["labels"] != -100).sum()) == len(tiny.processor.tokenizer("hello world</s>", add_special_tokens=False).input_ids)
+    assert prompt_positions.any()
+
+
+def test_placeholder_count_mismatch_is_a_clear_error(tiny):
+    batch = tiny.processor([ask("transcribe", tone(0.5))])
+    batch["audio_lengths"] = batch["audio_lengths"] // 3
+    with pytest.raises(InputError, match="audio positions"):
+        tiny(**batch)
