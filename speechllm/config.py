@@ -113,6 +113,10 @@ def _coerce(hint, value, where):
             if dataclasses.is_dataclass(arg):
                 return from_dict(arg, value, where)
         return value
+    if origin is list and args and dataclasses.is_dataclass(args[0]):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return [from_dict(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
     if origin is Literal and value not in args:
         raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
     if hint is float and isinstance(value, int):

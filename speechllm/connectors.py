@@ -9,6 +9,7 @@ padded batch.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
@@ -34,10 +35,32 @@ def register_connector(name: str) -> Callable:
 def build_connector(spec: ConnectorSpec, input_dim: int, output_dim: int, frame_rate: float) -> "Connector":
     if spec.type not in CONNECTORS:
         raise ConfigError(f"unknown connector {spec.type!r}; known: {sorted(CONNECTORS)}")
+    check_options(CONNECTORS[spec.type], spec.options)
     try:
         return CONNECTORS[spec.type](input_dim, output_dim, frame_rate=frame_rate, **spec.options)
     except TypeError as error:
         raise ConfigError(f"connector {spec.type!r}: bad options {spec.options}: {error}") from None
+
+
+def check_options(cls: type, options: dict) -> None:
+    """Each option must suit its default: a positive int for an int (or None) default, a positive number
+    for a float default, true/false for a bool one. Unknown names are left to the constructor's TypeError."""
+    parameters = inspect.signature(cls.__init__).parameters
+    for key, value in options.items():
+        if key not in parameters:
+            continue
+        default = parameters[key].default
+        if isinstance(default, bool):
+            expected, ok = "true or false", isinstance(value, bool)
+        elif isinstance(default, float):
+            expected, ok = "a positive number", type(value) in (int, float) and value > 0
+        elif isinstance(default, int) or default is None:
+            expected = "a positive integer"
+            ok = (value is None and default is None) or (type(value) is int and value > 0)
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"connector {cls.name!r}: option {key}={value!r} must be {expected}")
 
 
 def mask_padding(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -126,6 +149,8 @@ class PoolLinearConnector(Connector):
 
     def __init__(self, input_dim, output_dim, frame_rate=50.0, kernel=8, stride=4):
         super().__init__()
+        if stride > kernel:
+            raise ConfigError(f"pool_linear: stride {stride} > kernel {kernel} skips frames")
         self.kernel, self.stride = kernel, stride
         self.proj = nn.Linear(input_dim, output_dim)
 
@@ -179,6 +204,10 @@ class WindowQFormerConnector(Connector):
         super().__init__()
         self.window = max(1, round(window_seconds * frame_rate))
         self.stride = max(1, round(stride_seconds * frame_rate))
+        if self.stride > self.window:
+            raise ConfigError(f"window_qformer: stride_seconds {stride_seconds} > window_seconds {window_seconds} skips frames")
+        if hidden_dim % heads:
+            raise ConfigError(f"window_qformer: hidden_dim {hidden_dim} is not divisible by heads {heads}")
         self.input_norm = nn.LayerNorm(input_dim)
         self.input_proj = nn.Linear(input_dim, hidden_dim)
         self.queries = nn.Parameter(torch.randn(queries, hidden_dim) * 0.02)

