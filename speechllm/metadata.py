@@ -311,6 +311,23 @@ class _Layout:
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {key: _Layout | xgr objects}
 
 
+def _tokenizer_info(tokenizer, vocab_size: int):
+    """xgrammar's view of the vocabulary, with special tokens (pad, audio placeholders, ...) blanked: xgrammar
+    would otherwise treat `<pad>` as the text "<pad>" and allow it inside a transcript."""
+    per_tok = _CACHE.setdefault(tokenizer, {})
+    if ("info", vocab_size) not in per_tok:
+        base = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+        vocab = [""] * vocab_size  # xgrammar never allows an empty token, except as a stop token
+        for token, i in tokenizer.get_vocab().items():
+            if i < vocab_size and i not in special:
+                vocab[i] = token
+        per_tok[("info", vocab_size)] = xgr.TokenizerInfo(vocab, base.vocab_type, vocab_size=vocab_size,
+                                                          stop_token_ids=[tokenizer.eos_token_id],
+                                                          add_prefix_space=base.add_prefix_space)
+    return per_tok[("info", vocab_size)]
+
+
 def _canonical(tokenizer, vocab_bytes, context: str, chunk: str) -> tuple[int, ...]:
     """The tokens the tokenizer gives `chunk` when it follows `context` (so SentencePiece's leading-space
     handling of a text's start does not leak in)."""
@@ -331,9 +348,7 @@ def _layout_for(tokenizer, schema: MetadataSchema) -> _Layout:
         return per_tok[key]
     if tokenizer.eos_token_id is None:
         raise ConfigError("constrained metadata decoding needs a tokenizer with an eos token")
-    if "info" not in per_tok:
-        per_tok["info"] = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer))
-    vocab_bytes = per_tok["info"].decoded_vocab
+    vocab_bytes = _tokenizer_info(tokenizer, len(tokenizer)).decoded_vocab
     keys, tries, finals, bound = [], [], [], [1]  # worst-case token counts (a token has >= 1 byte); 1 for eos
     for i, f in enumerate(schema.fields):
         keys.append((("{" if i == 0 else " ") + json.dumps(f.name) + ":").encode())
@@ -364,9 +379,8 @@ def _compiled(tokenizer, layout: _Layout, vocab_size: int):
     if vocab_size not in layout.grammars:
         per_tok = _CACHE[tokenizer]
         if ("compiler", vocab_size) not in per_tok:
-            info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size,
-                                                      stop_token_ids=[tokenizer.eos_token_id])
-            per_tok[("compiler", vocab_size)] = xgr.GrammarCompiler(info, max_threads=1)
+            per_tok[("compiler", vocab_size)] = xgr.GrammarCompiler(_tokenizer_info(tokenizer, vocab_size),
+                                                                    max_threads=1)
         layout.grammars[vocab_size] = per_tok[("compiler", vocab_size)].compile_grammar(layout.ebnf)
     return layout.grammars[vocab_size]
 
@@ -527,8 +541,11 @@ def decode_results(sequences: torch.Tensor, scores, tokenizer, schema: MetadataS
     layout = _layout_for(tokenizer, sub)
     steps = len(scores)
     new = sequences[:, sequences.shape[1] - steps:].cpu()
-    logp = torch.stack([torch.log_softmax(s.float(), -1).gather(1, new[:, k:k + 1].to(s.device)).squeeze(1).cpu()
-                        for k, s in enumerate(scores)], 1) if steps else torch.zeros(new.shape[0], 0)
+
+    def logp(r: int, k: int) -> float:  # log softmax of row r's scores at step k, at the token taken
+        row = scores[k][r].float()
+        return (row[new[r, k]] - torch.logsumexp(row, -1)).item()
+
     results = []
     for r, tokens in enumerate(new.tolist()):
         end = tokens.index(layout.eos) if layout.eos in tokens else len(tokens)
@@ -543,7 +560,7 @@ def decode_results(sequences: torch.Tensor, scores, tokenizer, schema: MetadataS
                      + ("" if end < steps else f"; raise max_new_tokens (MetadataConstraint.max_new_tokens is "
                                                f"{layout.max_new_tokens})"))
         text = b"".join(layout.vocab_bytes[t] for t in tokens[:end]).decode("utf-8", errors="replace")
-        confidences = {f.name: math.exp(logp[r, slice(*cursor.steps[f.name])].sum().item())
+        confidences = {f.name: math.exp(sum(logp(r, k) for k in range(*cursor.steps[f.name])))
                        for f in sub.fields if f.kind != "text" and f.name in cursor.values}
         results.append(MetadataResult(cursor.values, confidences, text, error is None, error))
     return results

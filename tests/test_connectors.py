@@ -53,6 +53,17 @@ def test_output_length_grows_with_input(connector):
     assert counts == sorted(counts) and counts[-1] > counts[0]
 
 
+@pytest.mark.parametrize("frames", [1, 7, 13, 14, 50, 333])
+def test_the_last_frames_reach_the_output(connector, frames):
+    # Nothing silently dropped at the end (SpeechLLM's unpadded stride-2 conv may skip one frame, so two).
+    torch.manual_seed(4)
+    x = torch.randn(1, frames, IN_DIM)
+    base, _ = run(connector, x, [frames])
+    x[0, -2:] = torch.randn(min(2, frames), IN_DIM)
+    moved, _ = run(connector, x, [frames])
+    assert not torch.allclose(base, moved, atol=1e-6)
+
+
 def test_padding_never_leaks(connector):
     torch.manual_seed(1)
     clips = [torch.randn(n, IN_DIM) for n in [1, 7, 50, 333]]
@@ -106,6 +117,15 @@ def test_window_qformer_gives_queries_tokens_per_window(queries):
     assert connector.output_length(one_window + connector.stride) == 2 * queries
     out, lengths = run(connector, torch.randn(1, one_window, IN_DIM), [one_window])
     assert out.shape[1] == lengths[0] == queries
+
+
+def test_window_qformer_masks_the_padding_of_a_short_window():
+    # A 5-frame clip attends to its 5 frames only, however many zero frames pad its window out.
+    small = make("window_qformer", window_seconds=0.2, stride_seconds=0.2)
+    large = make("window_qformer", window_seconds=1.0, stride_seconds=0.2)
+    large.load_state_dict(small.state_dict())
+    clip = torch.randn(1, 5, IN_DIM)
+    torch.testing.assert_close(run(small, clip, [5])[0], run(large, clip, [5])[0], atol=1e-5, rtol=0)
 
 
 def test_window_qformer_takes_a_tenth_of_a_second():

@@ -1,0 +1,1 @@
+"""Training: the loop, losses, self-generated targets (`speechllm.training.targets`), checkpoints."""
