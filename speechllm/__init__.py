@@ -4,4 +4,10 @@ from .errors import AudioError, ConfigError, DataError, InputError, SpeechLLMErr
 
 __version__ = "0.1.0"
 
-__all__ = ["AudioError", "ConfigError", "DataError", "InputError", "SpeechLLMError", "__version__"]
+# Importing the model registers model_type "speechllm" with transformers' Auto classes.
+from .config import ModelSpec  # noqa: E402
+from .modeling import SpeechLLMConfig, SpeechLLMForConditionalGeneration, load  # noqa: E402
+
+SpeechLLM = SpeechLLMForConditionalGeneration
+
+__all__ = ["ModelSpec", "SpeechLLM", "SpeechLLMConfig", "SpeechLLMForConditionalGeneration", "load", "AudioError", "ConfigError", "DataError", "InputError", "SpeechLLMError", "__version__"]

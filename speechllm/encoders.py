@@ -211,8 +211,8 @@ class SelfSupervisedAudioEncoder(AudioEncoder):
 
 
 class FusedEncoder(nn.Module):
-    """Two encoders side by side (SALMONN, WavLLM): the second's frames are aligned to the first's by
-    nearest index and the features concatenated along the channel axis."""
+    """Two encoders side by side (SALMONN, WavLLM): each frame of the first gets the second's frame nearest
+    to it in time, and the features are concatenated along the channel axis."""
 
     def __init__(self, primary: AudioEncoder, secondary: AudioEncoder):
         super().__init__()
@@ -231,7 +231,9 @@ class FusedEncoder(nn.Module):
         first, first_lengths = self.primary(waveforms, lengths)
         second, second_lengths = self.secondary(waveforms, lengths)
         aligned = second.new_zeros(*first.shape[:2], second.shape[-1])
+        # By time, not by count: the two rarely give the same number of frames (Whisper 50 for 1 s, HuBERT 49).
+        scale = self.secondary.frame_rate / self.primary.frame_rate
         for row, (n1, n2) in enumerate(zip(first_lengths.tolist(), second_lengths.tolist())):
-            index = torch.arange(n1, device=second.device) * n2 // max(n1, 1)
+            index = (torch.arange(n1, device=second.device) * scale).round().long().clamp(max=n2 - 1)
             aligned[row, :n1] = second[row, index]
         return torch.cat([first, aligned], dim=-1), first_lengths

@@ -279,6 +279,43 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
 
 
+    # -- asking about audio (see inference.py) ---------------------------------------------------
+    def chat(self, conversations, **kwargs) -> list[str]:
+        """Answers to conversations with text and audio parts (batched, greedy by default)."""
+        from .inference import chat
+
+        return chat(self, conversations, **kwargs)
+
+    def transcribe(self, audio, **kwargs):
+        """Transcript of a clip, or a list of transcripts for a list of clips."""
+        from .inference import transcribe
+
+        return transcribe(self, audio, **kwargs)
+
+    def generate_meta(self, audio, fields=None, instruction=None, **kwargs):
+        """Schema-valid speaker metadata with per-label confidences (see inference.generate_meta)."""
+        from .inference import generate_meta
+
+        return generate_meta(self, audio, fields, instruction, **kwargs)
+
+
+def pick_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """CUDA with bf16 where present, else the CPU in fp32."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return device, torch.bfloat16
+    return device, torch.float32
+
+
+def load(name_or_path, device: str = "auto", dtype: torch.dtype | None = None) -> SpeechLLMForConditionalGeneration:
+    """A saved speechllm model from a local directory or hub id, on the best device available."""
+    device, default_dtype = pick_device(device)
+    model = SpeechLLMForConditionalGeneration.from_pretrained(name_or_path)
+    return model.to(device=device, dtype=dtype or default_dtype).eval()
+
+
 def _random_init(spec: EncoderSpec) -> EncoderSpec:
     """The same encoder spec, built from its recorded config instead of downloading weights."""
     if spec.hf_config is None:

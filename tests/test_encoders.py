@@ -73,6 +73,13 @@ def test_frame_count_grows_with_duration(encoder):
     assert abs(encoder.output_length(600 * SAMPLE_RATE) - 600 * encoder.frame_rate) <= 600 / (window / SAMPLE_RATE)
 
 
+def test_whisper_counts_a_partial_frame():
+    # One frame per 320 samples, and a partial tail frame still counts: ceil, never floor.
+    encoder = build("whisper")
+    for n in [1, 319, 321, 12345, 30 * SAMPLE_RATE - 1, 31 * SAMPLE_RATE + 1, 600 * SAMPLE_RATE + 7]:
+        assert encoder.output_length(n) == math.ceil(n / 320), n
+
+
 def test_whisper_31_seconds_takes_two_windows():
     encoder = build("whisper")
     n = 31 * SAMPLE_RATE
@@ -121,6 +128,7 @@ def test_fused_encoder_concatenates_and_follows_the_primary(fused):
     clips = clips_of(lengths, seed=3)
     features, feature_lengths = encode(fused, clips)
     primary, _ = encode(whisper, clips)
+    secondary, secondary_lengths = encode(hubert, clips)
     assert feature_lengths.tolist() == [fused.output_length(n) for n in lengths] == [whisper.output_length(n) for n in lengths]
     assert features.shape[-1] == fused.output_dim
     for row, clip in enumerate(clips):
@@ -128,6 +136,9 @@ def test_fused_encoder_concatenates_and_follows_the_primary(fused):
         alone, _ = encode(fused, [clip])
         torch.testing.assert_close(features[row, :n], alone[0], atol=1e-4, rtol=0)
         torch.testing.assert_close(alone[0, :, : whisper.output_dim], primary[row, :n], atol=1e-4, rtol=0)
+        # Both run at 50 Hz, so fused frame i carries HuBERT's frame i in time (its last one past its end).
+        index = torch.arange(n).clamp(max=int(secondary_lengths[row]) - 1)
+        torch.testing.assert_close(alone[0, :, whisper.output_dim :], secondary[row, index], atol=1e-4, rtol=0)
 
 
 # -- training modes on the composite model ------------------------------------------------------------

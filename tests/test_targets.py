@@ -216,3 +216,10 @@ def test_bad_manifest_rows_name_the_line(tmp_path, llm):
     path.write_text('{"audio": "a.wav", "transcript": "hi"}\n\n{"audio": "b.wav"}\n')
     with pytest.raises(DataError, match=r"in.jsonl:3: .*transcript"):
         run(path, tmp_path / "out.jsonl", llm)
+
+
+def test_empty_transcripts_are_dropped_and_counted(tmp_path, llm):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"audio": "a.wav", "transcript": "  "}\n{"audio": "b.wav", "transcript": "hello world"}\n')
+    stats = run(path, tmp_path / "out.jsonl", llm, batch_size=1)
+    assert stats.dropped["empty_transcript"] == 2 and stats.records == 2

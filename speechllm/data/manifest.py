@@ -16,8 +16,8 @@ Keys (any other key is an error, unless passed to `read_manifest(ignore_keys=...
 - `offset_s`, `duration_s`: a segment of a longer file, in seconds (from `offset_s`, to the end when
   `duration_s` is absent). Only that segment is decoded.
 - `transcript`: what is said (non-empty when given).
-- metadata labels, lower-case snake-case names of the schema's label and bool fields: `speech_activity`,
-  `gender`, `age`, `accent`, `emotion` for the SpeechLLM schema. Corpus spellings are mapped to the schema's
+- metadata labels, the schema's other fields in lower-case snake case: `speech_activity`, `gender`, `age`,
+  `accent`, `emotion` for the SpeechLLM schema. Corpus spellings are mapped to the schema's
   labels by `metadata.normalize_label` ("female" -> "Female", "middle age" -> "Middle-Age"); a value with
   no counterpart is an error (leave the key out instead).
 - `instruction` + `response`: a free-form request about the audio and its answer (e.g. teacher targets).
@@ -88,9 +88,8 @@ class Record:
     def metadata(self, schema: MetadataSchema) -> dict[str, Any]:
         """The values this record has for `schema`'s fields, in schema order (the transcript included)."""
         values = dict(self.labels)
-        for f in schema.fields:
-            if f.kind == "text" and self.transcript is not None:
-                values[f.name] = self.transcript
+        if self.transcript is not None:
+            values[TRANSCRIPT_FIELD] = self.transcript
         return {name: values[name] for name in schema.names if name in values}
 
 
@@ -112,10 +111,13 @@ class ManifestData:
         return self.records[index]
 
 
+TRANSCRIPT_FIELD = "Transcript"  # the schema field that the `transcript` key fills
+
+
 def label_keys(schema: MetadataSchema) -> dict[str, str]:
-    """Manifest key -> schema field for the label and bool fields: "SpeechActivity" -> "speech_activity"."""
+    """Manifest key -> schema field, for every field but the transcript: "SpeechActivity" -> "speech_activity"."""
     return {re.sub(r"(?<!^)(?=[A-Z])", "_", f.name).replace("-", "_").lower(): f.name
-            for f in schema.fields if f.kind != "text"}
+            for f in schema.fields if f.name != TRANSCRIPT_FIELD}
 
 
 class BadRow(Exception):
@@ -191,7 +193,8 @@ class RowParser:
         record.task = _text(row, "task")
         for key, name in self.labels.items():
             if key in row:
-                record.labels[name] = self._label(name, key, row[key])
+                text = self.schema.field(name).kind == "text"  # free text (custom schemas): kept as given
+                record.labels[name] = _text(row, key) if text else self._label(name, key, row[key])
         if "audio" in row:
             record.audio = self._audio(row["audio"], "audio")
             record.offset_s, record.duration_s = _segment(row)
@@ -271,7 +274,7 @@ class RowParser:
             if isinstance(content, str):
                 out.append({"role": role, "content": content})
                 continue
-            if not isinstance(content, list) or (role == "assistant" and content):
+            if role == "assistant" or not isinstance(content, list):
                 raise BadRow(f"{where}: content must be a string" + ("" if role == "assistant" else " or a list of parts"))
             parts = []
             for j, part in enumerate(content):

@@ -243,11 +243,13 @@ def generate_targets(
             ]
             done = _count_done(samples, last)
             stats.already_done += done
-            if done == len(samples):
+            if samples and done == len(samples):
                 continue
             empty = sum(not row["transcript"].strip() for _, _, row in rows)
             if empty:
                 stats.drop("empty_transcript", empty * templates_per_record)
+            if not samples:
+                continue
             # The whole batch is generated again even when part of it was written, so padding stays the same.
             lines = _answer(samples, done, model, tokenizer, stop_ids, generate_fn, stats, max_new_tokens,
                             min_tokens, max_tokens, require_final_punctuation)

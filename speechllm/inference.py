@@ -1,0 +1,86 @@
+"""Asking a model about audio: chat, transcribe, generate_meta. Batched; prompts built by the same
+code the training tasks use (`data.tasks.prompt_message`), so a model is asked exactly as it was taught.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .audio import AudioInput
+from .data.tasks import instructions, prompt_message
+from .errors import InputError
+from .metadata import SPEECHLLM_SCHEMA, MetadataConstraint, MetadataResult, MetadataSchema, decode_results, instruction_for
+
+
+def _batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _device_batch(model, conversations):
+    batch = model.processor(conversations)
+    return {k: v.to(model.device) for k, v in batch.items()}
+
+
+def chat(model, conversations, *, max_new_tokens: int = 256, batch_size: int = 8, **generate_kwargs) -> list[str]:
+    """Answers to conversations (lists of messages with text and audio parts), greedy by default."""
+    if conversations and isinstance(conversations[0], dict):
+        conversations = [conversations]
+    generate_kwargs.setdefault("do_sample", False)
+    answers = []
+    for group in _batches(list(conversations), batch_size):
+        tokens = model.generate(**_device_batch(model, group), max_new_tokens=max_new_tokens, **generate_kwargs)
+        answers += [text.strip() for text in model.processor.decode(tokens)]
+    return answers
+
+
+def transcribe(model, audio: AudioInput | Sequence[AudioInput], *, instruction: str | None = None,
+               batch_size: int = 8, max_new_tokens: int = 256) -> str | list[str]:
+    """Transcripts of one clip (a string back) or several (a list back)."""
+    single = not isinstance(audio, (list, tuple)) or _is_array_pair(audio)
+    clips = [audio] if single else list(audio)
+    instruction = instruction or instructions("asr")[0]
+    answers = chat(model, [[prompt_message(instruction, clip)] for clip in clips],
+                   batch_size=batch_size, max_new_tokens=max_new_tokens)
+    return answers[0] if single else answers
+
+
+def model_schema(model) -> MetadataSchema:
+    config = model.config.model_spec.metadata_schema
+    return MetadataSchema.from_config(config) if config else SPEECHLLM_SCHEMA
+
+
+def generate_meta(model, audio: AudioInput | Sequence[AudioInput], fields: Sequence[str] | None = None,
+                  instruction: str | None = None, *, batch_size: int = 8,
+                  max_new_tokens: int | None = None) -> MetadataResult | list[MetadataResult]:
+    """Speaker metadata as schema-valid JSON, for any subset of fields in any order.
+
+    Decoding is constrained: label fields can only take a label of their set and the answer is always
+    well-formed JSON; each label field comes with the probability of the chosen label. One clip gives
+    one MetadataResult, a list of clips a list.
+    """
+    schema = model_schema(model)
+    names = list(fields) if fields is not None else schema.names
+    schema.subset(names)  # unknown field names fail here, naming the valid ones
+    single = not isinstance(audio, (list, tuple)) or _is_array_pair(audio)
+    clips = [audio] if single else list(audio)
+    instruction = instruction or instruction_for(names, schema)
+    results = []
+    for group in _batches(clips, batch_size):
+        batch = _device_batch(model, [[prompt_message(instruction, clip)] for clip in group])
+        constraint = MetadataConstraint(model.processor.tokenizer, schema, names)
+        limit = max_new_tokens or constraint.max_new_tokens or 512
+        out = model.generate(
+            **batch, max_new_tokens=limit, do_sample=False, logits_processor=[constraint],
+            output_scores=True, return_dict_in_generate=True,
+            eos_token_id=model.processor.tokenizer.eos_token_id,
+        )
+        results += decode_results(out.sequences, out.scores, model.processor.tokenizer, schema, names)
+    return results[0] if single else results
+
+
+def _is_array_pair(audio) -> bool:
+    """(array, rate) is one clip, not a list of two."""
+    return isinstance(audio, tuple) and len(audio) == 2 and isinstance(audio[1], int)
