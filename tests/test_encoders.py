@@ -12,6 +12,7 @@ from speechllm.audio import SAMPLE_RATE
 from speechllm.config import EncoderSpec
 from speechllm.encoders import FusedEncoder, build_encoder
 from speechllm.errors import ConfigError
+from speechllm.modeling import SpeechLLMForConditionalGeneration
 from speechllm.testing import TINY_ENCODERS, tiny_model, tiny_spec, tiny_tokenizer
 
 FAMILIES = sorted(TINY_ENCODERS)
@@ -104,8 +105,7 @@ def test_alone_and_batched_are_identical(encoder):
 
 def test_rebuilds_from_its_own_hf_config(encoder):
     # Checkpoints rebuild encoders from `hf_config()`, which carries model_type.
-    spec = EncoderSpec(family=encoder.spec.family, hf_config=encoder.hf_config(), window_seconds=encoder.spec.window_seconds)
-    rebuilt = build_encoder(spec)
+    rebuilt = build_encoder(EncoderSpec(**{**vars(encoder.spec), "hf_config": encoder.hf_config()}))
     rebuilt.load_state_dict(encoder.state_dict())
     clips = clips_of([12345], seed=2)
     torch.testing.assert_close(encode(rebuilt.eval(), clips), encode(encoder, clips))
@@ -129,7 +129,8 @@ def test_fused_encoder_concatenates_and_follows_the_primary(fused):
     features, feature_lengths = encode(fused, clips)
     primary, _ = encode(whisper, clips)
     secondary, secondary_lengths = encode(hubert, clips)
-    assert feature_lengths.tolist() == [fused.output_length(n) for n in lengths] == [whisper.output_length(n) for n in lengths]
+    assert feature_lengths.tolist() == [fused.output_length(n) for n in lengths]
+    assert feature_lengths.tolist() == [whisper.output_length(n) for n in lengths]
     assert features.shape[-1] == fused.output_dim
     for row, clip in enumerate(clips):
         n = feature_lengths[row]
@@ -165,8 +166,6 @@ def model_with_encoder_training(train: str):
     tokenizer = tiny_tokenizer()
     spec = tiny_spec("whisper", vocab_size=len(tokenizer) + 8)
     spec.encoder.train = train
-    from speechllm.modeling import SpeechLLMForConditionalGeneration
-
     return SpeechLLMForConditionalGeneration.from_spec(spec, tokenizer=tokenizer)
 
 
