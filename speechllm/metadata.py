@@ -14,13 +14,14 @@ tokenization of each label, which makes a label's confidence the plain product o
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
 import re
 import weakref
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import xgrammar as xgr
@@ -269,43 +270,66 @@ def parse(text: str, names=None, schema: MetadataSchema = SPEECHLLM_SCHEMA) -> d
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Constrained decoding. xgrammar checks the characters (an EBNF written below); on top of it, each label and bool
-# value may only take the tokens the tokenizer itself produces for that value ("canonical" tokens). That keeps
-# outputs tokenised like the training targets and makes a label's probability exact: one path per label.
+# Constrained decoding. An answer is a row of chunks cut at its spaces: `{"Gender":`, ` "Male",`, ` "Transcript":`,
+# ` "hi there"}`. Every chunk but a text value comes from a small set, and may only be written with the tokens the
+# tokenizer itself gives it ("canonical" tokens, as in training targets): a trie per chunk does that. xgrammar checks
+# the characters of text values (and, as a second line of defence, everything else).
 
-_CHAR = r'char ::= [^\0-\x1f"\\] | "\\" [\"\\bfnrt] | "\\u00" ("0" [0-7bef] | "1" [0-9a-f])'  # json.dumps' escapes
+# A JSON string character as json.dumps(ensure_ascii=False) writes it; no lone surrogates (not valid UTF-8).
+_CHAR = r'char ::= [^\0-\x1f"\\\uD800-\uDFFF] | "\\" [\"\\bfnrt] | "\\u00" ("0" [0-7bef] | "1" [0-9a-f])'
 
 
-def _ebnf(fields: tuple[Field, ...]) -> str:
-    """A grammar of exactly the strings `serialize` writes for `fields` (json.dumps' own escapes only)."""
+def _ebnf(fields: tuple[Field, ...], lead: str) -> str:
+    """A grammar of exactly the strings `serialize` writes for `fields`, after `lead` (the whitespace some
+    tokenizers, SentencePiece's among them, put at the start of a text)."""
     lit = json.dumps  # an EBNF string literal uses JSON's escapes
-    heads = [lit(("{" if i == 0 else SEPARATORS[0]) + json.dumps(f.name) + SEPARATORS[1]) + f" v{i}"
+    heads = [lit((lead + "{" if i == 0 else SEPARATORS[0]) + json.dumps(f.name) + SEPARATORS[1]) + f" v{i}"
              for i, f in enumerate(fields)]
     rules = [f"root ::= {' '.join(heads)} {lit('}')}"]
     for i, f in enumerate(fields):
         if f.kind == "text":
             body = f'"\\"" char{"*" if f.max_chars is None else f"{{0,{f.max_chars}}}"} "\\""'
         else:
-            options = f.labels if f.kind == "label" else (True, False)
-            body = " | ".join(lit(json.dumps(x, ensure_ascii=False)) for x in options)
+            body = " | ".join(lit(json.dumps(x, ensure_ascii=False)) for x in _options(f))
         rules.append(f"v{i} ::= {body}")
     return "\n".join(rules + [_CHAR])
 
 
+def _options(f: Field) -> tuple:
+    return f.labels if f.kind == "label" else (True, False)
+
+
+@dataclass
+class _Chunk:
+    """One chunk of the answer: a key, or the value of `field`. `paths` maps the canonical tokens of each way to
+    write it to the value written (None for a key); `trie` maps a token prefix to the tokens that may follow.
+    Both are None for a text value, which ends at its closing quote and the `close` byte after it."""
+
+    field: Field
+    is_value: bool
+    close: bytes
+    paths: dict | None
+    trie: dict | None = None
+
+    def __post_init__(self):
+        if self.paths is not None:
+            children = defaultdict(set)
+            for path in self.paths:
+                for j in range(len(path)):
+                    children[path[:j]].add(path[j])
+            self.trie = {p: torch.tensor(sorted(s)) for p, s in children.items()}
+
+
 @dataclass
 class _Layout:
-    """What is fixed for one (tokenizer, fields): per field the key chunk (`{"Gender":` or ` "Gender":`) and, for
-    label and bool fields, a trie of the canonical tokens of each value chunk (` "Male",`)."""
+    """What is fixed for one (tokenizer, fields): the chunks, the bytes of each token, the grammar."""
 
-    fields: tuple[Field, ...]
-    keys: list[bytes]
-    tries: list[dict | None]  # token prefix -> LongTensor of allowed next tokens; None for text fields
-    finals: list[dict | None]  # full token path -> value
+    chunks: list[_Chunk]
     vocab_bytes: list[bytes]
     eos: int
     ebnf: str
     max_new_tokens: int | None
-    grammars: dict = field(default_factory=dict)  # model vocab size -> xgr.CompiledGrammar
+    grammars: dict = dataclasses.field(default_factory=dict)  # model vocab size -> xgr.CompiledGrammar
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {key: _Layout | xgr objects}
@@ -328,17 +352,18 @@ def _tokenizer_info(tokenizer, vocab_size: int):
     return per_tok[("info", vocab_size)]
 
 
-def _canonical(tokenizer, vocab_bytes, context: str, chunk: str) -> tuple[int, ...]:
-    """The tokens the tokenizer gives `chunk` when it follows `context` (so SentencePiece's leading-space
-    handling of a text's start does not leak in)."""
+def _canonical(tokenizer, vocab_bytes, context: str, chunk: str) -> tuple[tuple[int, ...], bytes]:
+    """The tokens the tokenizer gives `chunk` after `context` (after nothing: at the start of a text, as the
+    answer of a training target is encoded), and the bytes they spell: `chunk`, after the whitespace a
+    tokenizer may add at the start of a text."""
     ids = tokenizer.encode(context + chunk, add_special_tokens=False)
     pieces = [vocab_bytes[i] for i in ids]
-    offsets = list(itertools.accumulate(map(len, pieces), initial=0))
-    cut = offsets[-1] - len(chunk.encode())
-    if not b"".join(pieces).endswith(chunk.encode()) or cut not in offsets:
-        raise ConfigError(f"this tokenizer merges {chunk!r} with the text before it; constrained metadata decoding "
-                          f"needs token boundaries at the spaces of the JSON layout")
-    return tuple(ids[offsets.index(cut):])
+    offsets, spelled, target = list(itertools.accumulate(map(len, pieces), initial=0)), b"".join(pieces), chunk.encode()
+    cut = len(spelled) - len(target) if context else 0
+    if not spelled.endswith(target) or cut not in offsets or spelled[cut:len(spelled) - len(target)].strip():
+        raise ConfigError(f"this tokenizer writes {chunk!r} with tokens that cross the spaces of the JSON layout; "
+                          f"constrained metadata decoding needs token boundaries there")
+    return tuple(ids[offsets.index(cut):]), spelled[cut:]
 
 
 def _layout_for(tokenizer, schema: MetadataSchema) -> _Layout:
@@ -349,27 +374,24 @@ def _layout_for(tokenizer, schema: MetadataSchema) -> _Layout:
     if tokenizer.eos_token_id is None:
         raise ConfigError("constrained metadata decoding needs a tokenizer with an eos token")
     vocab_bytes = _tokenizer_info(tokenizer, len(tokenizer)).decoded_vocab
-    keys, tries, finals, bound = [], [], [], [1]  # worst-case token counts (a token has >= 1 byte); 1 for eos
+    chunks, bound, lead = [], [1], ""  # bound: worst-case tokens per chunk (a token has >= 1 byte); 1 for eos
     for i, f in enumerate(schema.fields):
-        keys.append((("{" if i == 0 else " ") + json.dumps(f.name) + ":").encode())
         close = "}" if i == len(schema.fields) - 1 else ","
-        bound.append(len(keys[-1]))
+        key_text = ("{" if i == 0 else " ") + json.dumps(f.name) + ":"
+        tokens, spelled = _canonical(tokenizer, vocab_bytes, "" if i == 0 else ",", key_text)
+        lead = spelled[:len(spelled) - len(key_text.encode())].decode() if i == 0 else lead
+        chunks.append(_Chunk(f, False, b"", {tokens: None}))
+        bound.append(len(tokens))
         if f.kind == "text":
-            tries.append(None), finals.append(None)
+            chunks.append(_Chunk(f, True, close.encode(), None))
             bound.append(None if f.max_chars is None else 3 + 6 * f.max_chars)  # a char is at most 6 bytes (\u00XX)
             continue
-        options = f.labels if f.kind == "label" else (True, False)
-        paths = {x: _canonical(tokenizer, vocab_bytes, json.dumps(f.name) + ":",
-                               " " + json.dumps(x, ensure_ascii=False) + close) for x in options}
-        children = defaultdict(set)
-        for path in paths.values():
-            for j in range(len(path)):
-                children[path[:j]].add(path[j])
-        tries.append({p: torch.tensor(sorted(s)) for p, s in children.items()})
-        finals.append({p: x for x, p in paths.items()})
-        bound.append(max(map(len, paths.values())))
-    layout = _Layout(schema.fields, keys, tries, finals, vocab_bytes, tokenizer.eos_token_id,
-                     _ebnf(schema.fields), None if None in bound else sum(bound))
+        paths = {_canonical(tokenizer, vocab_bytes, json.dumps(f.name) + ":",
+                            " " + json.dumps(x, ensure_ascii=False) + close)[0]: x for x in _options(f)}
+        chunks.append(_Chunk(f, True, close.encode(), paths))
+        bound.append(max(map(len, paths)))
+    layout = _Layout(chunks, vocab_bytes, tokenizer.eos_token_id, _ebnf(schema.fields, lead),
+                     None if None in bound else sum(bound))
     per_tok[key] = layout
     return layout
 
@@ -390,66 +412,61 @@ class _OffLayout(Exception):
 
 
 class _Cursor:
-    """Follows one row's tokens through the layout: key chunk, value chunk, next field. Knows which tokens a
-    label or bool value may take next, and records each value with the steps that produced it."""
+    """Follows one row's tokens chunk by chunk. Knows which tokens may come next in a trie chunk, and records
+    each value with the steps (token positions) that wrote it."""
 
     def __init__(self, layout: _Layout):
-        self.layout, self.index, self.in_value, self.buf, self.path = layout, 0, False, b"", ()
+        self.layout, self.index, self.path, self.buf = layout, 0, (), b""
         self.step = self.start = 0
         self.escaped = self.closed = False
         self.values, self.steps = {}, {}
 
     @property
-    def done(self) -> bool:
-        return self.index == len(self.layout.fields)
-
-    @property
-    def field(self) -> Field | None:
-        return None if self.done else self.layout.fields[self.index]
+    def chunk(self) -> _Chunk | None:
+        return self.layout.chunks[self.index] if self.index < len(self.layout.chunks) else None
 
     def allowed(self):
-        """The tokens allowed next inside a label or bool value; None where the grammar alone decides."""
-        if self.in_value and self.layout.tries[self.index] is not None:
-            return self.layout.tries[self.index][self.path]
-        return None
+        """The tokens allowed next (a LongTensor); None where the grammar alone decides (text, or the end)."""
+        return None if self.chunk is None or self.chunk.trie is None else self.chunk.trie[self.path]
 
     def advance(self, token: int) -> None:
-        if self.done:
+        chunk = self.chunk
+        if chunk is None:
             raise _OffLayout(f"token {token} after the closing brace")
-        lay, piece = self.layout, self.layout.vocab_bytes[token]
         self.step += 1
-        self.buf += piece
-        if not self.in_value:
-            key = lay.keys[self.index]
-            if self.buf == key:
-                self.in_value, self.buf, self.start = True, b"", self.step
-            elif not key.startswith(self.buf):
-                raise _OffLayout(f"expected {key.decode()!r}, got {self.buf.decode(errors='replace')!r}")
-        elif lay.tries[self.index] is not None:
+        if chunk.paths is not None:
             self.path += (token,)
-            if self.path in lay.finals[self.index]:
-                self._finish(lay.finals[self.index][self.path])
-            elif self.path not in lay.tries[self.index]:
-                raise _OffLayout(f"{self.buf.decode(errors='replace')!r} is not a canonical {self.field.name} value")
-        else:  # a text chunk: ` "` + JSON string content + `"` + `,` or `}`
-            close = b"}"[0] if self.index == len(lay.fields) - 1 else b","[0]
-            for i in range(len(self.buf) - len(piece), len(self.buf)):
-                c = self.buf[i]
-                if i < 2:
-                    if c != b' "'[i]:
-                        raise _OffLayout(f"{self.field.name} must start with ' \"'")
-                elif self.closed:
-                    if c != close or i != len(self.buf) - 1:
-                        raise _OffLayout(f"token runs past the end of {self.field.name}")
-                    self._finish(json.loads(self.buf[1:-1]))
-                elif self.escaped:
-                    self.escaped = False
-                else:
-                    self.escaped, self.closed = c == b"\\"[0], c == b'"'[0]
+            if self.path in chunk.paths:
+                self._finish(chunk.paths[self.path])
+            elif self.path not in chunk.trie:
+                spelled = b"".join(self.layout.vocab_bytes[t] for t in self.path).decode(errors="replace")
+                raise _OffLayout(f"{spelled!r} is not how this tokenizer writes a {chunk.field.name} "
+                                 f"{'value' if chunk.is_value else 'key'}")
+            return
+        piece = self.layout.vocab_bytes[token]  # a text value: ` "` + JSON string content + `"` + close
+        self.buf += piece
+        for i in range(len(self.buf) - len(piece), len(self.buf)):
+            c = self.buf[i]
+            if i < 2:
+                if c != b' "'[i]:
+                    raise _OffLayout(f"{chunk.field.name} must start with ' \"'")
+            elif self.closed:
+                if c != chunk.close[0] or i != len(self.buf) - 1:
+                    raise _OffLayout(f"a token runs past the end of {chunk.field.name}")
+                try:
+                    self._finish(json.loads(self.buf[1:-1].decode()))
+                except UnicodeDecodeError:
+                    raise _OffLayout(f"{chunk.field.name} is not valid UTF-8") from None
+            elif self.escaped:
+                self.escaped = False
+            else:
+                self.escaped, self.closed = c == b"\\"[0], c == b'"'[0]
 
     def _finish(self, value) -> None:
-        self.values[self.field.name], self.steps[self.field.name] = value, (self.start, self.step)
-        self.index, self.in_value, self.buf, self.path = self.index + 1, False, b"", ()
+        if self.chunk.is_value:
+            name = self.chunk.field.name
+            self.values[name], self.steps[name] = value, (self.start, self.step)
+        self.index, self.start, self.path, self.buf = self.index + 1, self.step, (), b""
         self.escaped = self.closed = False
 
 
@@ -555,11 +572,12 @@ def decode_results(sequences: torch.Tensor, scores, tokenizer, schema: MetadataS
                 cursor.advance(token)
         except _OffLayout as e:
             error = f"the tokens do not follow the constrained layout ({e}); was MetadataConstraint used?"
-        if error is None and not cursor.done:
-            error = (f"the answer stops inside {cursor.field.name!r} after {end} new tokens"
+        if error is None and cursor.chunk is not None:
+            error = (f"the answer stops inside {cursor.chunk.field.name!r} after {end} new tokens"
                      + ("" if end < steps else f"; raise max_new_tokens (MetadataConstraint.max_new_tokens is "
                                                f"{layout.max_new_tokens})"))
-        text = b"".join(layout.vocab_bytes[t] for t in tokens[:end]).decode("utf-8", errors="replace")
+        # lstrip: the whitespace some tokenizers put at the start of a text is no part of the JSON
+        text = b"".join(layout.vocab_bytes[t] for t in tokens[:end]).decode("utf-8", errors="replace").lstrip()
         confidences = {f.name: math.exp(sum(logp(r, k) for k in range(*cursor.steps[f.name])))
                        for f in sub.fields if f.kind != "text" and f.name in cursor.values}
         results.append(MetadataResult(cursor.values, confidences, text, error is None, error))

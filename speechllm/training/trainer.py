@@ -71,6 +71,8 @@ class Trainer:
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
         self.accelerator = Accelerator(
+            # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) join over gloo.
+            cpu=not torch.cuda.is_available(),
             mixed_precision="no" if precision == "fp32" else precision,
             log_with=[r for r in config.report_to if r in ("tensorboard", "wandb")] or None,
             project_dir=str(self.output_dir),
@@ -174,6 +176,9 @@ class Trainer:
         data = DataConfig.from_dict(self.config.eval_data)
         size = self.config.eval_batches * stage.batch_size
         dataset = MixedDataset(data, num_samples=size, seed=self.config.seed + 10_000, schema=schema)
+        # The unwrapped model: processes may run different numbers of batches, and a wrapped (DDP)
+        # forward would wait for the others.
+        model = self.accelerator.unwrap_model(model)
         model.eval()
         totals = torch.zeros(2)
         for start in range(self.rank * stage.batch_size, size, stage.batch_size * self.world):

@@ -1,6 +1,6 @@
 """espeak-ng voices: native English accents, plus foreign accents made by respelling (see `accents`).
 
-Every language voice is combined with espeak's voice variants (+m1..+m8 male, +f1..+f5 and four named
+Every language voice is combined with espeak's voice variants (+m1..+m8 male, +f1..+f5 and three named
 female variants), whose pitch and formant settings define the speaker's gender. One call costs one
 `espeak-ng` process (~40 ms with start-up), or two for respelled accents (phonemes, then speech).
 """
@@ -38,7 +38,7 @@ LANGUAGES = [
 ]
 # Variants whose files say "gender male/female"; whisper, robot and character variants are left out.
 MALE_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"]
-FEMALE_VARIANTS = ["f1", "f2", "f3", "f4", "f5", "Andrea", "Annie", "linda", "steph"]
+FEMALE_VARIANTS = ["f1", "f2", "f3", "f4", "f5", "Annie", "linda", "steph"]
 
 _BINARY = "espeak-ng"
 _TIMEOUT_S = 60
