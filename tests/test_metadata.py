@@ -210,7 +210,8 @@ def test_untrained_model_always_answers_valid_json(model, tok, names, seed):
     if seed is not None:
         torch.manual_seed(seed)
     out = generate(model, tok, constraint, do_sample=seed is not None)
-    for result in decode_results(out.sequences, out.scores, tok, SCHEMA, names):
+    results = decode_results(out.sequences, out.scores, tok, SCHEMA, names)
+    for result in results:
         assert result.valid, result.error
         assert_matches_schema(result.text, SCHEMA.json_schema(names))
         assert parse(result.text, names, SCHEMA) == result.values
@@ -218,6 +219,10 @@ def test_untrained_model_always_answers_valid_json(model, tok, names, seed):
         labelled = [f.name for f in SCHEMA.subset(names).fields if f.kind != "text"]
         assert sorted(result.confidences) == sorted(labelled)
         assert all(0 < p <= 1 for p in result.confidences.values())
+    if all(f.kind != "text" for f in SCHEMA.subset(names).fields):  # then the very tokens of a training target
+        for row, result in zip(out.sequences[:, -len(out.scores):].tolist(), results):
+            target = tok.encode(result.text, add_special_tokens=False) + [tok.eos_token_id]
+            assert row[:len(target)] == target
 
 
 def test_inputs_embeds_generation(model, tok):
@@ -271,6 +276,54 @@ def test_training_targets_are_allowed_token_by_token(model, tok):
                          .input_ids, target)
     result = decode_results(ids, scores, tok, SPEECHLLM_SCHEMA, names)[0]
     assert result.valid and result.values == values and result.text == serialize(values, names)
+
+
+def run_on_logits(tok, constraint, make_logits, batch=4, steps=200):
+    """Drive the constraint like generate's sampling loop, with logits from `make_logits(width)`."""
+    ids, scores = torch.zeros(batch, 1, dtype=torch.long), []
+    for _ in range(steps):
+        scores.append(constraint(ids, make_logits(len(tok))))
+        token = torch.multinomial(torch.softmax(scores[-1], -1), 1)
+        ids = torch.cat([ids, token], 1)
+        if (ids == tok.eos_token_id).any(1).all():
+            break
+    return ids, scores
+
+
+def test_max_chars_holds_when_the_model_wants_long_tokens(tok):
+    """Long and multi-byte tokens near the cap: the text still never passes max_chars, and always closes."""
+    schema = MetadataSchema((Field("Transcript", "text", max_chars=5), Field("Gender", "label", ("Female", "Male"))))
+    length = torch.tensor([len(tok.convert_tokens_to_string([t])) for t in tok.convert_ids_to_tokens(range(len(tok)))])
+    torch.manual_seed(0)
+    for _ in range(5):
+        constraint = MetadataConstraint(tok, schema)
+        ids, scores = run_on_logits(tok, constraint, lambda width: 2.0 * length + torch.randn(4, width))
+        assert ids.shape[1] - 1 <= constraint.max_new_tokens
+        for result in decode_results(ids, scores, tok, schema):
+            assert result.valid and len(result.values["Transcript"]) <= 5, result
+
+
+def test_sentencepiece_style_tokenizer_writes_training_target_tokens():
+    """A Metaspace (SentencePiece-like) tokenizer puts a space before the first token of a text; constrained
+    answers keep it, so they are token for token what the tokenizer makes of the serialized answer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    backend = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    backend.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(prepend_scheme="first")])
+    corpus = [serialize({"Gender": g, "Age": a}) for g in ("Female", "Male") for a in ("Young", "Middle-Age", "Senior")]
+    backend.train_from_iterator(corpus * 5, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>", "<pad>"] + bytes_))
+    sp = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                 unk_token="<unk>")
+    names = ["Age", "Gender"]
+    torch.manual_seed(0)
+    ids, scores = run_on_logits(sp, MetadataConstraint(sp, SPEECHLLM_SCHEMA, names), lambda w: torch.randn(4, w))
+    for row, result in zip(ids[:, 1:].tolist(), decode_results(ids, scores, sp, SPEECHLLM_SCHEMA, names)):
+        assert result.valid, result.error
+        assert row == sp(result.text, add_special_tokens=False).input_ids + [sp.eos_token_id]
 
 
 def test_padded_vocabulary_and_special_tokens_are_masked(tok):

@@ -1,8 +1,9 @@
 """Deterministic augmentation of 16 kHz clips: speed, reverberation, additive noise and gain.
 
-`augment(audio, rng, config)` decides with probability `config.prob` whether to touch a clip at all, and
-then applies each operation with probability 1/2 (at least one), in the order a recording would: the
-speaker's speed, the room, the background noise, the microphone level. Everything is drawn from `rng`.
+`draw_augmentation` decides, with probability `config.prob`, whether to touch a clip at all, and then
+picks each operation with probability 1/2 (at least one) and its strength; `apply_augmentation` applies
+them in the order a recording would: the speaker's speed, the room, the background noise, the microphone
+level. Both draw only from the generator they are given, so a seed fixes the result.
 """
 
 from __future__ import annotations
@@ -73,24 +74,33 @@ def apply_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
     return (out * (0.99 / peak) if peak > 0.99 else out).astype(np.float32)
 
 
-def augment(audio: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, list[str]]:
-    """Maybe augment one clip; returns (audio, names of the operations applied, in order)."""
+def draw_augmentation(rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> dict[str, float]:
+    """Decide how to augment one clip: {} with probability 1 - config.prob, else a non-empty subset of
+    {"speed": factor, "reverb": rt60 seconds, "noise": SNR dB, "gain": dB}, each operation with chance 1/2."""
     if rng.random() >= config.prob:
-        return audio, []
+        return {}
     chosen = rng.random(4) < 0.5
     if not chosen.any():
         chosen[rng.integers(4)] = True
-    applied = []
-    if chosen[0]:
-        audio = change_speed(audio, float(rng.uniform(*config.speed)))
-        applied.append("speed")
-    if chosen[1]:
-        audio = reverberate(audio, rng, float(rng.uniform(*config.rt60_s)))
-        applied.append("reverb")
-    if chosen[2]:
-        audio = add_noise(audio, rng, float(rng.uniform(*config.snr_db)))
-        applied.append("noise")
-    if chosen[3]:
-        audio = apply_gain(audio, float(rng.uniform(*config.gain_db)))
-        applied.append("gain")
-    return audio, applied
+    ranges = {"speed": config.speed, "reverb": config.rt60_s, "noise": config.snr_db, "gain": config.gain_db}
+    return {name: float(rng.uniform(*span)) for (name, span), keep in zip(ranges.items(), chosen) if keep}
+
+
+def apply_augmentation(audio: np.ndarray, ops: dict[str, float], rng: np.random.Generator) -> np.ndarray:
+    """Apply drawn operations in recording order (speed, room, noise, level); `rng` draws the room response
+    and the noise samples."""
+    if "speed" in ops:
+        audio = change_speed(audio, ops["speed"])
+    if "reverb" in ops:
+        audio = reverberate(audio, rng, ops["reverb"])
+    if "noise" in ops:
+        audio = add_noise(audio, rng, ops["noise"])
+    if "gain" in ops:
+        audio = apply_gain(audio, ops["gain"])
+    return audio
+
+
+def augment(audio: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, dict]:
+    """Maybe augment one clip; returns (audio, the operations applied with their drawn values)."""
+    ops = draw_augmentation(rng, config)
+    return apply_augmentation(audio, ops, rng), ops

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the quick start. Extra arguments go to `speechllm quickstart`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+exec .venv/bin/speechllm quickstart "$@"
