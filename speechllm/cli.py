@@ -45,6 +45,80 @@ def cmd_demo(args):
     print("tiny random model (meaningless words, real code path):", model.processor.decode(tokens)[0])
 
 
+def cmd_eval(args):
+    from .evaluation import evaluate
+    from .evaluation.batch_infer import resolve_model
+    from .evaluation.report import markdown
+
+    report = evaluate(
+        resolve_model(args.model), args.manifests, fields=args.fields.split(",") if args.fields else None,
+        batch_size=args.batch_size, baselines=("majority",) if args.no_cascade else ("cascade", "majority"),
+        out_dir=args.out, limit=args.limit, model_name=args.model,
+    )
+    print(markdown(report))
+    print(f"report written to {args.out}/report.md and report.json")
+
+
+def cmd_infer(args):
+    from .evaluation.batch_infer import collect_inputs, infer_clips, resolve_model, split_model_argument
+
+    name, audio = split_model_argument(args.inputs)
+    clips = collect_inputs(audio)
+    model = resolve_model(name)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    failed = 0
+    try:
+        for line in infer_clips(model, clips, fields=args.fields.split(",") if args.fields else None,
+                                instruction=args.instruction, transcribe=args.transcribe,
+                                batch_size=args.batch_size, max_new_tokens=args.max_new_tokens):
+            failed += "error" in line
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 1 if failed else 0
+
+
+def add_eval_parsers(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a model on manifests (WER, attribute accuracy, baselines, report)")
+    p.add_argument("model", help="saved model directory or hub id")
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="JSONL evaluation manifest(s)")
+    p.add_argument("--out", default="eval-report", help="folder for report.json, report.md, plots (default: %(default)s)")
+    p.add_argument("--fields", help="comma-separated fields to ask for (default: the labelled ones)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--no-cascade", action="store_true", help="skip the faster-whisper cascade baseline")
+    p.add_argument("--limit", type=int, help="evaluate the first N usable rows of each manifest")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("infer", help="answer about audio files, folders or manifests; JSON lines out")
+    p.add_argument("inputs", nargs="+", metavar="[MODEL] AUDIO", help="optional model, then files, folders, .jsonl")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--instruction", help="free-form request about each clip (answer in 'answer')")
+    mode.add_argument("--fields", help="comma-separated metadata fields, e.g. Gender,Accent")
+    mode.add_argument("--transcribe", action="store_true", help="transcripts (default: all metadata fields)")
+    p.add_argument("--out", help="write JSON lines here instead of stdout")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="for --instruction and --transcribe")
+    p.set_defaults(func=cmd_infer)
+
+
+def cmd_serve(args):
+    from .serving import serve
+
+    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, config=args.config)
+
+
+def add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model over HTTP: OpenAI-compatible API, metadata, web page at /")
+    p.add_argument("model", nargs="?", help="saved model directory or hub id (default: the library's default model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` (default: $SPEECHLLM_API_KEY, else none)")
+    p.add_argument("--config", help="YAML of server limits and batching (see speechllm/serving/config.py)")
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speechllm", description=__doc__)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -70,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="answer about a generated clip with a tiny random model (offline check)")
     p.set_defaults(func=cmd_demo)
+
+    add_eval_parsers(sub)
+    add_serve_parser(sub)
     return parser
 
 
@@ -85,11 +162,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        args.func(args)
+        code = args.func(args)  # a command may return its exit code (infer: 1 when a clip failed)
     except SpeechLLMError as error:
         print(f"speechllm: error: {error}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

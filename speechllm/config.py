@@ -44,6 +44,8 @@ class EncoderSpec:
     lora: LoraSpec = field(default_factory=LoraSpec)
     window_seconds: float | None = None
     normalize: bool | None = None  # per-utterance waveform normalisation (SSL encoders); None: from the model
+    # Whisper only: False keeps all 1500 frames of each 30 s window, as Whisper's own decoder expects.
+    crop_to_length: bool = True
 
 
 @dataclass
@@ -65,6 +67,9 @@ class LLMSpec:
     lora: LoraSpec = field(default_factory=LoraSpec)
     # Used when the tokenizer has no chat template of its own (see processing.FALLBACK_CHAT_TEMPLATE).
     chat_template: str | None = None
+    # "prefix": audio embeddings fill placeholder positions of the prompt (decoder-only LLMs).
+    # "cross_attention": the LLM reads audio through cross-attention (Whisper's decoder); one clip per prompt.
+    coupling: Literal["prefix", "cross_attention"] = "prefix"
 
 
 @dataclass

@@ -100,6 +100,22 @@ class LinearConnector(Connector):
         return self.proj(mask_padding(features, lengths)), self.output_lengths(lengths)
 
 
+@register_connector("identity")
+class IdentityConnector(Connector):
+    """Encoder frames as they are: for an LLM that already reads this encoder (Whisper's own decoder)."""
+
+    def __init__(self, input_dim, output_dim, frame_rate=50.0):
+        super().__init__()
+        if input_dim != output_dim:
+            raise ConfigError(f"identity connector: encoder width {input_dim} differs from LLM width {output_dim}")
+
+    def output_length(self, num_frames):
+        return num_frames
+
+    def forward(self, features, lengths):
+        return mask_padding(features, lengths), self.output_lengths(lengths)
+
+
 @register_connector("mlp")
 class MLPConnector(Connector):
     """Linear -> GELU -> Linear per frame."""

@@ -154,6 +154,8 @@ class WhisperAudioEncoder(AudioEncoder):
         self.max_frames = config.max_source_positions
 
     def window_output_length(self, num_samples: int) -> int:
+        if not self.spec.crop_to_length:
+            return self.max_frames
         return min(math.ceil(num_samples / 320), self.max_frames)
 
     def encode_windows(self, windows, lengths):

@@ -71,11 +71,14 @@ def generate_meta(model, audio: AudioInput | Sequence[AudioInput], fields: Seque
     for group in _batches(clips, batch_size):
         batch = _device_batch(model, [[prompt_message(instruction, clip)] for clip in group])
         constraint = MetadataConstraint(model.processor.tokenizer, schema, names)
+        # The constraint's worst-case length guarantees a complete answer; a smaller limit may cut it.
         limit = max_new_tokens or constraint.max_new_tokens or 512
         out = model.generate(
             **batch, max_new_tokens=limit, do_sample=False, logits_processor=[constraint],
             output_scores=True, return_dict_in_generate=True,
             eos_token_id=model.processor.tokenizer.eos_token_id,
+            # Whisper's generation config suppresses JSON punctuation such as '"'; the grammar decides here.
+            suppress_tokens=None, begin_suppress_tokens=None,
         )
         results += decode_results(out.sequences, out.scores, model.processor.tokenizer, schema, names)
     return results[0] if single else results

@@ -180,7 +180,8 @@ def _field_from_config(item) -> Field:
 
 SPEECHLLM_SCHEMA = MetadataSchema((
     Field("SpeechActivity", "bool", description="whether anyone speaks"),
-    Field("Transcript", "text", description="what is said"),
+    # Capped so the answer always fits a known token budget (about two minutes of speech); raise it by config.
+    Field("Transcript", "text", description="what is said", max_chars=2000),
     Field("Gender", "label", ("Female", "Male")),
     Field("Age", "label", ("Young", "Middle-Age", "Senior")),
     Field("Accent", "label", ("Africa", "America", "Celtic", "Europe", "Oceania", "South-Asia", "South-East-Asia")),
@@ -612,9 +613,11 @@ def decode_results(sequences: torch.Tensor, scores, tokenizer, schema: MetadataS
         except _OffLayout as e:
             error = f"the tokens do not follow the constrained layout ({e}); was MetadataConstraint used?"
         if error is None and cursor.chunk is not None:
-            error = (f"the answer stops inside {cursor.chunk.field.name!r} after {end} new tokens"
-                     + ("" if end < steps else f"; raise max_new_tokens (MetadataConstraint.max_new_tokens is "
-                                               f"{layout.max_new_tokens})"))
+            hint = (f"; generate with max_new_tokens={layout.max_new_tokens} (MetadataConstraint.max_new_tokens)"
+                    if layout.max_new_tokens else "; raise max_new_tokens, or give text fields max_chars so that "
+                    "MetadataConstraint.max_new_tokens can size it")
+            error = f"the answer stops inside {cursor.chunk.field.name!r} after {end} new tokens"
+            error += hint if end == steps else ""
         # lstrip: the whitespace some tokenizers put at the start of a text is no part of the JSON
         text = b"".join(layout.vocab_bytes[t] for t in tokens[:end]).decode("utf-8", errors="replace").lstrip()
         confidences = {f.name: math.exp(sum(logp(r, k) for k in range(*cursor.steps[f.name])))

@@ -14,8 +14,10 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import logging as transformers_logging
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedModel
 
 from .config import EncoderSpec, LoraSpec, ModelSpec, from_dict, to_dict
@@ -85,6 +87,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             language_model = AutoModelForCausalLM.from_config(llm_config)
         llm_width = language_model.get_input_embeddings().embedding_dim
         self.encoder = encoder
+        self.coupling = spec.llm.coupling
         self.connector = build_connector(spec.connector, encoder.output_dim, llm_width, encoder.frame_rate)
         self._apply_train_modes(spec, language_model)
         self.processor: SpeechLLMProcessor | None = None
@@ -116,7 +119,14 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             fusion = build_encoder(spec.fusion_encoder)
             spec.fusion_encoder.hf_config = fusion.hf_config()
         if spec.llm.name_or_path is not None:
-            language_model = AutoModelForCausalLM.from_pretrained(spec.llm.name_or_path)
+            # Quiet: a decoder taken from an encoder-decoder checkpoint (Whisper) lists the encoder's weights
+            # as unexpected, which is expected.
+            verbosity = transformers_logging.get_verbosity()
+            transformers_logging.set_verbosity_error()
+            try:
+                language_model = AutoModelForCausalLM.from_pretrained(spec.llm.name_or_path)
+            finally:
+                transformers_logging.set_verbosity(verbosity)
         elif spec.llm.hf_config is not None:
             language_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.llm.hf_config))
         else:
@@ -207,7 +217,9 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
 
     # -- forward -------------------------------------------------------------------------------
     def audio_token_count(self, num_samples: int) -> int:
-        """LLM positions taken by a clip of `num_samples` 16 kHz samples."""
+        """LLM positions taken by a clip of `num_samples` 16 kHz samples (none when read by cross-attention)."""
+        if self.coupling == "cross_attention":
+            return 0
         return self.connector.output_length(self.encoder.output_length(num_samples))
 
     def get_input_embeddings(self):
@@ -226,8 +238,10 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         encoder_trains = any(p.requires_grad for p in self.encoder.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains):
             features, lengths = self.encoder(audio_values, audio_lengths)
-        dtype = next(self.connector.parameters()).dtype
-        return self.connector(features.to(dtype), lengths)
+        return self.connector(features.to(self.connector_dtype(features.dtype)), lengths)
+
+    def connector_dtype(self, default: torch.dtype) -> torch.dtype:
+        return next((p.dtype for p in self.connector.parameters()), default)
 
     def embed(
         self, input_ids, audio_values=None, audio_lengths=None, audio_embeds=None, audio_features=None
@@ -246,7 +260,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
                 outputs, lengths = self.encode_audio(audio_values.to(embeds.device), audio_lengths.to(embeds.device))
             else:
                 features, frames = audio_features
-                dtype = next(self.connector.parameters()).dtype
+                dtype = self.connector_dtype(embeds.dtype)
                 outputs, lengths = self.connector(features.to(embeds.device, dtype), frames.to(embeds.device))
             audio_embeds = [o[:n] for o, n in zip(outputs, lengths.tolist())]
         expected = int(is_audio.sum())
@@ -258,12 +272,35 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             embeds = embeds.masked_scatter(is_audio[..., None], flat)
         return embeds
 
+    def audio_states(self, input_ids, audio_values=None, audio_lengths=None, audio_features=None) -> torch.Tensor:
+        """Cross-attention coupling: connector outputs (rows, frames, width), exactly one clip per row."""
+        if audio_features is None:
+            if audio_values is None:
+                raise InputError("this model reads audio through cross-attention: every prompt needs one clip")
+            states, _ = self.encode_audio(audio_values.to(self.device), audio_lengths.to(self.device))
+        else:
+            features, frames = audio_features
+            dtype = self.connector_dtype(features.dtype)
+            states, _ = self.connector(features.to(self.device, dtype), frames.to(self.device))
+        if len(states) != input_ids.shape[0]:
+            raise InputError(f"this model reads one clip per conversation; got {len(states)} clips for {input_ids.shape[0]}")
+        return states
+
     def forward(
         self, input_ids, attention_mask=None, audio_values=None, audio_lengths=None, labels=None,
         audio_embeds=None, audio_features=None, **kwargs,
     ):
-        embeds = self.embed(input_ids, audio_values, audio_lengths, audio_embeds, audio_features)
-        return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+        """LLM outputs; with `labels`, `loss` is the mean next-token cross-entropy over answer tokens."""
+        if self.coupling == "cross_attention":
+            states = self.audio_states(input_ids, audio_values, audio_lengths, audio_features)
+            out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=(states,), **kwargs)
+        else:
+            embeds = self.embed(input_ids, audio_values, audio_lengths, audio_embeds, audio_features)
+            out = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
+        if labels is not None:
+            # Computed here, not by the LLM: LLMs disagree on whether they shift labels (Whisper does not).
+            out.loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        return out
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, audio_values=None, audio_lengths=None, **kwargs):
@@ -271,11 +308,19 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
 
         Returns only the new tokens, shape (batch, new_tokens).
         """
-        embeds = self.embed(input_ids, audio_values, audio_lengths)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         kwargs.setdefault("pad_token_id", self.processor.tokenizer.pad_token_id)
         kwargs.setdefault("eos_token_id", self.processor.end_of_turn_ids)
+        if self.coupling == "cross_attention":
+            states = self.audio_states(input_ids, audio_values, audio_lengths)
+            out = self.language_model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=(states,), **kwargs
+            )
+            if isinstance(out, torch.Tensor):  # given input_ids, generate returns prompt + answer
+                return out[:, input_ids.shape[1] :]
+            return out
+        embeds = self.embed(input_ids, audio_values, audio_lengths)
         return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
 
 

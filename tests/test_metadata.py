@@ -194,7 +194,7 @@ def test_subset_and_json_schema():
     assert js["properties"]["SpeechActivity"]["type"] == "boolean"
     assert js["properties"]["Transcript"] == {"type": "string", "maxLength": 12}
     assert SPEECHLLM_SCHEMA.json_schema(["Transcript"])["properties"]["Transcript"] == {
-        "type": "string", "description": "what is said"}
+        "type": "string", "maxLength": 2000, "description": "what is said"}
 
 
 # --- constrained decoding -----------------------------------------------------------------------------------------
@@ -323,7 +323,8 @@ def test_sentencepiece_style_tokenizer_writes_training_target_tokens():
     ids, scores = run_on_logits(sp, MetadataConstraint(sp, SPEECHLLM_SCHEMA, names), lambda w: torch.randn(4, w))
     for row, result in zip(ids[:, 1:].tolist(), decode_results(ids, scores, sp, SPEECHLLM_SCHEMA, names)):
         assert result.valid, result.error
-        assert row == sp(result.text, add_special_tokens=False).input_ids + [sp.eos_token_id]
+        target = sp(result.text, add_special_tokens=False).input_ids + [sp.eos_token_id]
+        assert row[:len(target)] == target and sp.convert_ids_to_tokens(target[0]).startswith("▁")
 
 
 def test_padded_vocabulary_and_special_tokens_are_masked(tok):
@@ -340,12 +341,13 @@ def test_padded_vocabulary_and_special_tokens_are_masked(tok):
 
 def test_cut_off_answer_is_invalid_with_a_reason(model, tok):
     names = ["Gender", "Transcript"]
-    unbounded = MetadataConstraint(tok, SPEECHLLM_SCHEMA, names)
+    uncapped = MetadataSchema((Field("Gender", "label", ("Female", "Male")), Field("Transcript", "text")))
+    unbounded = MetadataConstraint(tok, uncapped, names)
     assert unbounded.max_new_tokens is None  # an uncapped transcript: the caller must choose
     enc = tok(PROMPTS, return_tensors="pt", padding=True)
     out = model.generate(**enc, logits_processor=[unbounded], max_new_tokens=12, output_scores=True,
                          return_dict_in_generate=True, pad_token_id=tok.pad_token_id)
-    for result in decode_results(out.sequences, out.scores, tok, SPEECHLLM_SCHEMA, names):
+    for result in decode_results(out.sequences, out.scores, tok, uncapped, names):
         assert not result.valid and "Transcript" in result.error and "max_new_tokens" in result.error
         assert set(result.values) == {"Gender"}  # what was complete before the cut is kept
 
@@ -358,7 +360,8 @@ def test_constraint_follows_one_generate_call(model, tok):
 
 
 def test_compiled_grammar_is_cached(tok):
-    first, second = MetadataConstraint(tok, SCHEMA, ["Age", "Gender"]), MetadataConstraint(tok, SCHEMA, ["Age", "Gender"])
+    first = MetadataConstraint(tok, SCHEMA, ["Age", "Gender"])
+    second = MetadataConstraint(tok, SCHEMA, ["Age", "Gender"])
     assert first._layout is second._layout
     assert MetadataConstraint(tok, SCHEMA, ["Gender", "Age"])._layout is not first._layout
     assert first.max_new_tokens >= len(tok.encode('{"Age": "Middle-Age", "Gender": "Female"}')) + 1

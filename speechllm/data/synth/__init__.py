@@ -8,9 +8,12 @@ from speechllm.data.synth.augment import AugmentConfig, augment
 from speechllm.data.synth.corpus import build_corpus
 from speechllm.data.synth.negatives import NEGATIVES, make_negative
 from speechllm.data.synth.sentences import SentencePool, split_of
-from speechllm.data.synth.voices import ACCENTS, BACKENDS, GENDERS, Backend, Voice, list_voices, register_backend, synthesize
+from speechllm.data.synth.voices import (
+    ACCENTS, BACKENDS, GENDERS, Backend, Voice, list_voices, register_backend, resolve_voices, synthesize,
+)
 
 __all__ = [
     "ACCENTS", "AugmentConfig", "BACKENDS", "Backend", "GENDERS", "NEGATIVES", "SentencePool", "Voice", "augment",
-    "build_corpus", "list_voices", "make_negative", "register_backend", "split_of", "synthesize",
+    "build_corpus", "list_voices", "make_negative", "register_backend", "resolve_voices", "split_of",
+    "synthesize",
 ]

@@ -4,15 +4,14 @@ Why: espeak-ng's Hindi, Tamil or Swahili voices do not speak English with an acc
 they switch every Latin-script word to the English voice (`espeak-ng -v hi -x` prints "(en)...(hi)"), so
 labelling that audio "South-Asia" would be false. Instead we take espeak's English phonemes (IPA) and
 write them the way a speaker of the other language would spell the loanword (Devanagari for Hindi,
-Nepali and Marathi; phonemic Latin spelling for Swahili, Indonesian, Malay and Spanish), then let that
-language's voice read it: its own phoneme inventory, letter-to-sound rules and intonation turn it into
-English with that language's accent (retroflex t/d and v/w merger for Hindi, th -> t for Indonesian,
-h -> x and s-prothesis for Spanish). The transcript stays the original English text.
+phonemic Latin spelling for Swahili, Indonesian and Malay), then let that language's voice read it: its
+own phoneme inventory, letter-to-sound rules and intonation turn it into English with that language's
+accent (retroflex t/d and the v/w merger for Hindi, th -> t and d for Indonesian). The transcript stays
+the original English text.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 # Longest symbols first so "tʃ" is one token, not "t" + "ʃ". Stress, length-only and combining marks
@@ -131,17 +130,8 @@ _MALAY = _latin(
     {"θ": "t", "ð": "d", "ʃ": "sy", "ʒ": "sy", "tʃ": "c", "dʒ": "j"},
     {"ə": "e", "æ": "e", "ɜː": "er", "ɜ": "er", "ɚ": "er"},
 )
-# Spanish spelling: z is the Castilian th, v -> b, h -> j (velar), sh -> ch, w -> u.
-_SPANISH = _latin(
-    "en-us",
-    {"θ": "z", "ð": "d", "ʃ": "ch", "ʒ": "y", "tʃ": "ch", "dʒ": "y", "v": "b", "z": "s", "h": "j", "w": "u",
-     "k": "k", "x": "j"},
-    {"ə": "e", "oʊ": "ou", "ɜː": "er", "ɜ": "er", "ɚ": "er"},
-)
-
 RESPELLINGS: dict[str, Respelling] = {
-    "hi": _DEVANAGARI, "ne": _DEVANAGARI, "mr": _DEVANAGARI,
-    "sw": _SWAHILI, "id": _MALAY, "ms": _MALAY, "es": _SPANISH,
+    "hi": _DEVANAGARI, "sw": _SWAHILI, "id": _MALAY, "ms": _MALAY,
 }
 
 
@@ -151,9 +141,5 @@ def respell(ipa_clauses: list[str], language: str) -> str:
     clauses = []
     for clause in ipa_clauses:
         words = [spelling.respell_word(w) for w in clause.split()]
-        if language == "es":
-            # Spanish speakers add a vowel before s + consonant ("school" -> "eskul"); g needs u before e/i.
-            words = [re.sub(r"^s(?=[^aeiou])", "es", w) for w in words]
-            words = [re.sub(r"g(?=[ei])", "gu", w) for w in words]
         clauses.append(" ".join(w for w in words if w))
     return ", ".join(c for c in clauses if c) + "."

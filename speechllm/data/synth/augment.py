@@ -100,7 +100,9 @@ def apply_augmentation(audio: np.ndarray, ops: dict[str, float], rng: np.random.
     return audio
 
 
-def augment(audio: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, dict]:
+def augment(
+    audio: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()
+) -> tuple[np.ndarray, dict]:
     """Maybe augment one clip; returns (audio, the operations applied with their drawn values)."""
     ops = draw_augmentation(rng, config)
     return apply_augmentation(audio, ops, rng), ops

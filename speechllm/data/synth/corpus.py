@@ -151,8 +151,12 @@ def build_corpus(out_dir: str | os.PathLike, num_utterances: int, *, seed: int =
             for index, seconds, why in results:
                 _collect(index, seconds, why, durations, skipped, bar)
         else:
-            # spawn, not fork: the parent may hold onnxruntime or soxr thread pools that fork would break.
-            with multiprocessing.get_context("spawn").Pool(int(workers)) as workers_pool:
+            # fork where the platform has it: a spawned worker would re-import `speechllm`, which pulls in
+            # torch and transformers (~10 s each). Workers use no torch, so its thread pools do not matter;
+            # piper sessions run on one thread and load lazily inside each worker.
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            with context.Pool(int(workers)) as workers_pool:
                 for index, seconds, why in workers_pool.imap_unordered(_render_star, jobs, chunksize=4):
                     _collect(index, seconds, why, durations, skipped, bar)
 

@@ -60,7 +60,9 @@ def year_words(year: int) -> str:
     if 2000 <= year < 2010:
         return number_words(year)
     high, low = divmod(year, 100)
-    return number_words(high) + (" hundred" if low == 0 else " oh " + _ONES[low] if low < 10 else " " + number_words(low))
+    if low == 0:
+        return number_words(high) + " hundred"
+    return number_words(high) + (" oh " + _ONES[low] if low < 10 else " " + number_words(low))
 
 
 def time_words(hour: int, minute: int, style: int) -> str:

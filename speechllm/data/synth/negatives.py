@@ -53,7 +53,6 @@ def noise(rng: np.random.Generator, samples: int) -> np.ndarray:
 
 def tone(rng: np.random.Generator, samples: int) -> np.ndarray:
     """One steady or gliding sine between 100 Hz and 4 kHz (beeps, hums, dial tones)."""
-    t = np.arange(samples) / SAMPLE_RATE
     f0, f1 = rng.uniform(100, 4000, size=2) if rng.random() < 0.3 else [rng.uniform(100, 4000)] * 2
     phase = 2 * np.pi * np.cumsum(np.linspace(f0, f1, samples)) / SAMPLE_RATE
     return (np.sin(phase) * _envelope(samples, 0.01, 0.01) * rng.uniform(0.05, 0.5)).astype(np.float32)

@@ -100,12 +100,13 @@ def _load_deterministic(model_path: Path) -> tuple:
 
     model = onnx.load(str(model_path))
     random_nodes = [n for n in model.graph.node if n.op_type == "RandomNormalLike"]
-    channels = _probe_channels(model, [n.input[0] for n in random_nodes], onnxruntime)
+    channels = _noise_channels(model, [n.input[0] for n in random_nodes])
     noise_inputs = []
     for k, node in enumerate(random_nodes):
         name, like, out = f"noise_{k}", node.input[0], node.output[0]
         noise_inputs.append((name, channels[k]))
-        model.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, channels[k], None]))
+        shape = [1, channels[k], None]
+        model.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape))
         # noise_k[0:B, 0:C, 0:T] has the shape of the tensor the node would have drawn noise "like".
         replacement = [
             onnx.helper.make_node("Shape", [like], [f"{name}_shape"]),
@@ -128,19 +129,16 @@ def _load_deterministic(model_path: Path) -> tuple:
     return PiperVoice(config=config, session=session), session, noise_inputs
 
 
-def _probe_channels(model, tensor_names: list[str], onnxruntime) -> list[int]:
-    # Run the original graph once on a few phonemes to learn the channel count of each noise tensor
-    # (2 for the duration predictor, the hidden size for the flow); only the time axis varies with text.
+def _noise_channels(model, tensor_names: list[str]) -> list[int]:
+    # The channel count of each noise tensor (2 for the duration predictor, the hidden size for the flow)
+    # from ONNX shape inference; where it is symbolic we use the largest known one, since the Slice clamps
+    # a larger noise input down to the real shape. Only the time axis varies with the text.
     import onnx
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    known = []
     for name in tensor_names:
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {"input": np.array([[1, 20, 30, 40, 2]], dtype=np.int64), "input_lengths": np.array([5], dtype=np.int64),
-             "scales": np.array([0.667, 1.0, 0.8], dtype=np.float32)}
-    if "sid" in {i.name for i in session.get_inputs()}:
-        feeds["sid"] = np.array([0], dtype=np.int64)
-    outputs = session.run(tensor_names, feeds)
-    return [int(o.shape[1]) for o in outputs]
+        dims = inferred[name].type.tensor_type.shape.dim if name in inferred else []
+        known.append(dims[1].dim_value if len(dims) > 1 and dims[1].dim_value else 0)
+    fallback = max(known) or 256
+    return [k or fallback for k in known]

@@ -43,7 +43,9 @@ def check_fractions(fractions: tuple[float, float, float]) -> tuple[float, float
     """Validate (train, dev, test) fractions: three non-negative numbers summing to 1."""
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6:
-        raise ConfigError(f"splits must be three non-negative fractions (train, dev, test) summing to 1, got {fractions}")
+        raise ConfigError(
+            f"splits must be three non-negative fractions (train, dev, test) summing to 1, got {fractions}"
+        )
     return values
 
 

@@ -145,4 +145,4 @@ def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
 
 def _load_builtin_backends() -> None:
     # Imported here, not at the top, because the backends import this module to register themselves.
-    from speechllm.data.synth import espeak, piper  # noqa: F401
+    from speechllm.data.synth import espeak, piper  # noqa: F401  (imported to register)

@@ -1,0 +1,15 @@
+"""Evaluation: real batched decoding scored against references and baselines, reports, and batch inference.
+
+    from speechllm.evaluation import evaluate
+    report = evaluate(speechllm.load("my-model"), "dev.jsonl", out_dir="runs/eval")
+
+Modules: `runner` (evaluate), `data` (tolerant evaluation manifests), `labels` (raw corpus labels -> schema
+labels), `metrics` (corpus WER, accuracy, macro-F1, confusion, majority class), `cascade` (faster-whisper
+baseline), `report` (report.json / report.md / PNGs), `batch_infer` (what `speechllm infer` runs).
+"""
+
+from .labels import RAW_LABELS, map_label
+from .metrics import classification, corpus_wer, majority_label, normalize_text
+from .runner import evaluate
+
+__all__ = ["evaluate", "corpus_wer", "classification", "majority_label", "normalize_text", "map_label", "RAW_LABELS"]

@@ -1,0 +1,155 @@
+"""Batch inference over files, folders and manifests: what `speechllm infer` runs.
+
+    for line in infer_clips(model, collect_inputs(["clips/", "extra.wav"]), fields=["Gender"]):
+        print(json.dumps(line))
+
+Each clip gives one dict, in input order: {"audio": name, ...answer...}, or {"audio": name, "error": message}
+when the clip cannot be used (the others still run).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from tqdm import tqdm
+
+from speechllm.audio import SAMPLE_RATE, AudioInput, load_audio_segment
+from speechllm.data.tasks import prompt_message
+from speechllm.errors import AudioError, ConfigError, DataError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+@dataclass
+class InputClip:
+    """One clip to answer about: its name in the output, what to decode, or why it cannot be decoded."""
+
+    name: str
+    source: AudioInput | None = None
+    segment: tuple[float, float | None] | None = None  # (offset_s, duration_s) of a manifest row
+    error: str | None = None
+
+
+def _is_audio_input(path: Path) -> bool:
+    return path.is_dir() or (path.is_file() and path.suffix.lower() in (*AUDIO_SUFFIXES, ".jsonl"))
+
+
+def split_model_argument(arguments: Sequence[str]) -> tuple[str | None, list[str]]:
+    """`speechllm infer [MODEL] AUDIO...` -> (model or None, audio arguments). The first argument is the model
+    when it is a directory holding config.json, or when it is no existing audio file, folder or manifest.
+    ConfigError when no audio argument is left."""
+    model, audio = None, list(arguments)
+    if audio and ((Path(audio[0]) / "config.json").is_file() or not _is_audio_input(Path(audio[0]))):
+        model, audio = audio[0], audio[1:]
+    if not audio:
+        raise ConfigError("no audio given: speechllm infer [MODEL] AUDIO... (files, folders or .jsonl manifests)")
+    return model, audio
+
+
+def resolve_model(name: str | None):
+    """`speechllm.load(name)`; without a name the library's default model when this version has one."""
+    import speechllm
+
+    if name is None:
+        default = getattr(speechllm, "default_model", None)
+        if default is None:
+            raise ConfigError("no model given and this version of speechllm has no default model; pass a saved "
+                              "model directory or hub id: speechllm infer MODEL AUDIO...")
+        return default()
+    try:
+        return speechllm.load(name)
+    except OSError as e:  # transformers' "not a local folder and not reachable on the hub"
+        raise ConfigError(f"cannot load model {name!r}: {e}") from None
+
+
+def collect_inputs(arguments: Sequence[str]) -> list[InputClip]:
+    """Files as given; folders searched recursively for wav/flac/ogg/mp3 (sorted); .jsonl manifests read row by
+    row (`audio` relative to the manifest, optional `offset_s`/`duration_s`). A path that does not exist
+    stays in the list and fails when decoded, with the audio loader's message."""
+    clips = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                clips.append(InputClip(argument, error=f"folder {argument} holds no {'/'.join(AUDIO_SUFFIXES)} files"))
+            clips += [InputClip(str(p), str(p)) for p in found]
+        elif path.suffix.lower() == ".jsonl" and path.is_file():
+            clips += _manifest_clips(path)
+        else:
+            clips.append(InputClip(argument, argument))
+    return clips
+
+
+def _manifest_clips(path: Path) -> list[InputClip]:
+    clips = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+            audio = row["audio"]
+            if not isinstance(audio, str) or not audio:
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError):
+            clips.append(InputClip(where, error=f"{where}: expected a JSON object with an 'audio' path"))
+            continue
+        source = str(path.parent / audio)
+        offset, duration = row.get("offset_s"), row.get("duration_s")
+        segment = (float(offset or 0.0), duration) if offset is not None or duration is not None else None
+        clips.append(InputClip(str(row.get("id") or source), source, segment))
+    return clips
+
+
+def _decode(model, clip: InputClip):
+    if clip.error:
+        raise AudioError(clip.error)
+    if clip.segment is not None:
+        samples = load_audio_segment(clip.source, *clip.segment, name=clip.name)
+        return model.processor.load_audio((samples, SAMPLE_RATE))  # the model's length checks
+    return model.processor.load_audio(clip.source)
+
+
+def infer_clips(model, clips: Sequence[InputClip], *, fields: Sequence[str] | None = None,
+                instruction: str | None = None, transcribe: bool = False, batch_size: int = 16,
+                max_new_tokens: int = 256, progress: bool = True) -> Iterator[dict]:
+    """Answer about each clip, batched; yields one JSON-ready dict per clip, in order.
+
+    Modes: `instruction` -> {"answer"} (free-form, `model.chat`); `transcribe` -> {"transcript"}; otherwise
+    metadata -> the values of `fields` (default: every field of the model's schema) plus "confidences" and
+    "valid" (and "problem" when the answer was cut off). A clip that cannot be decoded -> {"error"}."""
+    if sum([instruction is not None, transcribe, fields is not None]) > 1:
+        raise ConfigError("choose one of instruction, transcribe or fields")
+    bar = tqdm(total=len(clips), desc="infer", unit="clip", disable=None if progress else True)
+    for start in range(0, len(clips), batch_size):
+        group, decoded = clips[start:start + batch_size], {}
+        errors = {}
+        for i, clip in enumerate(group):
+            try:
+                decoded[i] = _decode(model, clip)
+            except (AudioError, DataError) as e:
+                errors[i] = str(e)
+        answers = dict(zip(decoded, _answer(model, list(decoded.values()), fields, instruction, transcribe,
+                                            max_new_tokens))) if decoded else {}
+        for i, clip in enumerate(group):
+            yield {"audio": clip.name, "error": errors[i]} if i in errors else {"audio": clip.name, **answers[i]}
+        bar.update(len(group))
+    bar.close()
+
+
+def _answer(model, samples: list, fields, instruction, transcribe, max_new_tokens) -> list[dict]:
+    audio = [(s, SAMPLE_RATE) for s in samples]
+    if instruction is not None:
+        texts = model.chat([[prompt_message(instruction, a)] for a in audio], max_new_tokens=max_new_tokens,
+                           batch_size=len(audio))
+        return [{"answer": t} for t in texts]
+    if transcribe:
+        texts = model.transcribe(audio, batch_size=len(audio), max_new_tokens=max_new_tokens)
+        return [{"transcript": t} for t in texts]
+    results = model.generate_meta(audio, fields, batch_size=len(audio))
+    return [{**r.values, "confidences": r.confidences, "valid": r.valid, **({"problem": r.error} if r.error else {})}
+            for r in results]

@@ -1,0 +1,13 @@
+"""Serving: an OpenAI-compatible HTTP API (chat with audio, transcriptions), metadata, and a web page.
+
+    from speechllm.serving import create_app, ServerConfig
+    app = create_app(model, ServerConfig(api_key="secret"))    # a FastAPI app; `serve(...)` runs uvicorn
+
+Modules: app (factory, serve), routes and chat (endpoints), schemas (request/response bodies), batcher and
+engine (batched generation on one model thread), limits (size, format, duration, auth, audio URLs), config.
+"""
+
+from .app import create_app, resolve_model, serve
+from .config import ServerConfig
+
+__all__ = ["ServerConfig", "create_app", "resolve_model", "serve"]

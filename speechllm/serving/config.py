@@ -1,0 +1,59 @@
+"""Server settings: limits, batching, auth and audio-URL policy, read from a YAML file (unknown keys are an error)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..config import from_dict
+from ..errors import ConfigError
+
+
+@dataclass
+class ServerConfig:
+    """Everything `create_app` needs besides the model. Every field can be set in `--config limits.yaml`."""
+
+    model_name: str = "speechllm"  # the id /v1/models reports and responses echo
+    api_key: str | None = None  # when set, /v1/* needs `Authorization: Bearer <api_key>`
+    # limits
+    max_body_bytes: int = 25 * 1024 * 1024
+    max_audio_seconds: float = 60.0
+    max_clips_per_request: int = 8
+    max_tokens_limit: int = 2048  # the largest max_tokens a request may ask for
+    default_max_tokens: int = 256
+    request_timeout_s: float = 120.0  # from queueing to the answer; generation is stopped when it passes
+    # batching: requests of the same kind and settings that arrive within the window run as one generate
+    batching: bool = True
+    batch_window_ms: float = 10.0
+    max_batch_size: int = 16
+    # audio_url content parts: data: URLs always; http(s) and file:// only when enabled here
+    allow_remote_audio_urls: bool = False
+    remote_audio_timeout_s: float = 10.0
+    local_audio_dir: str | None = None  # file:// URLs must resolve inside this folder
+
+    def __post_init__(self):
+        positive = ["max_body_bytes", "max_audio_seconds", "max_clips_per_request", "max_tokens_limit",
+                    "default_max_tokens", "request_timeout_s", "max_batch_size", "remote_audio_timeout_s"]
+        bad = [name for name in positive if not getattr(self, name) > 0]
+        if bad or self.batch_window_ms < 0:
+            raise ConfigError(f"server config: {bad or ['batch_window_ms']} must be positive (batch_window_ms >= 0)")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ConfigError("server config: default_max_tokens is larger than max_tokens_limit")
+        if self.local_audio_dir is not None and not Path(self.local_audio_dir).is_dir():
+            raise ConfigError(f"server config: local_audio_dir {self.local_audio_dir!r} is not a folder")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides) -> ServerConfig:
+        """Settings from a YAML mapping (None: defaults), then `overrides` that are not None (CLI flags)."""
+        data = {}
+        if path is not None:
+            try:
+                data = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as e:
+                raise ConfigError(f"server config {path}: cannot read it ({e})") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"server config {path}: expected a mapping of settings")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return from_dict(cls, data, "server config")

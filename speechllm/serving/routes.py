@@ -1,0 +1,112 @@
+"""Everything but chat: health, models, schema, transcriptions, metadata, and the web page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, PlainTextResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
+
+from ..audio import SAMPLE_RATE
+from ..data.tasks import instructions, prompt_message
+from .context import answer, authorized, clip_from_bytes, parse_fields, state
+from .engine import GenerateSettings, Job, MetaSettings
+from .errors import APIError
+from .limits import b64decode
+from .schemas import (Health, MetadataRequest, MetadataResponse, ModelCard, ModelList, SchemaField, SchemaResponse,
+                      Transcription, Usage, VerboseTranscription)
+
+STATIC = Path(__file__).parent / "static"
+
+public = APIRouter()
+router = APIRouter(dependencies=[Depends(authorized)])
+
+
+@public.get("/", include_in_schema=False)
+async def page():
+    return FileResponse(STATIC / "index.html")
+
+
+@public.get("/health", response_model=Health)
+async def health(request: Request):
+    server = state(request)
+    return Health(model=server.config.model_name, auth_required=server.config.api_key is not None,
+                  busy=server.batcher.busy, queued=server.batcher.queued)
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def models(request: Request):
+    server = state(request)
+    return ModelList(data=[ModelCard(id=server.config.model_name, created=server.created)])
+
+
+@router.get("/v1/schema", response_model=SchemaResponse)
+async def schema(request: Request):
+    """The model's metadata fields (name, kind, labels) and the JSON Schema of a full answer."""
+    model_schema = state(request).schema
+    fields = [SchemaField(name=f.name, kind=f.kind, labels=list(f.labels), description=f.description)
+              for f in model_schema.fields]
+    return SchemaResponse(fields=fields, json_schema=model_schema.json_schema())
+
+
+@router.post("/v1/audio/transcriptions", response_model=Transcription | VerboseTranscription,
+             responses={200: {"content": {"text/plain": {"description": "with response_format=text"}}}})
+async def transcriptions(request: Request, file: UploadFile = File(description="wav, mp3, flac or ogg"),
+                         model: str | None = Form(None, description="ignored: this server serves one model"),
+                         response_format: Literal["json", "text", "verbose_json"] = Form("json"),
+                         temperature: float = Form(0.0, ge=0, le=2, description="0: greedy"),
+                         language: str | None = Form(None, description="ignored"),
+                         prompt: str | None = Form(None, description="ignored")):
+    """OpenAI's transcription upload: the model's plain ASR instruction about the clip."""
+    server = state(request)
+    clip = await clip_from_bytes(server, await file.read(), "file", filename=file.filename)
+    settings = GenerateSettings(max_tokens=server.config.default_max_tokens, temperature=temperature)
+    result = await answer(request, Job("generate", [prompt_message(instructions("asr")[0], (clip, SAMPLE_RATE))],
+                                       settings))
+    if response_format == "text":
+        return PlainTextResponse(result.text)
+    if response_format == "verbose_json":
+        return VerboseTranscription(duration=round(len(clip) / SAMPLE_RATE, 3), text=result.text)
+    return Transcription(text=result.text)
+
+
+_METADATA_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": MetadataRequest.model_json_schema()},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "wav, mp3, flac or ogg"},
+        "fields": {"type": "array", "items": {"type": "string"},
+                   "description": "metadata fields, repeated or comma-separated (absent: all)"}}}}}}}
+
+
+@router.post("/v1/metadata", response_model=MetadataResponse, openapi_extra=_METADATA_BODY)
+async def metadata(request: Request):
+    """Schema-valid speaker metadata about one clip (multipart `file` or JSON with base64), with confidences."""
+    server = state(request)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, StarletteUpload):
+            raise APIError(400, "multipart body needs a `file` part with the audio", "invalid_request", "file")
+        raw, declared, filename = await upload.read(), form.get("format"), upload.filename
+        fields = form.getlist("fields") or None
+    elif kind in ("application/json", ""):
+        try:
+            body = MetadataRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise RequestValidationError([{**x, "loc": ("body", *x["loc"])} for x in e.errors()]) from None
+        raw, declared, filename, fields = b64decode(body.audio, "audio"), body.format, None, body.fields
+    else:
+        raise APIError(415, f"send application/json or multipart/form-data, not {kind!r}", "unsupported_media_type")
+    names = parse_fields(server, fields, "fields")
+    clip = await clip_from_bytes(server, raw, "audio", declared if isinstance(declared, str) else None, filename)
+    result = await answer(request, Job("meta", (clip, SAMPLE_RATE), MetaSettings(names)))
+    meta = result.metadata
+    return MetadataResponse(model=server.config.model_name, metadata=meta.values, confidences=meta.confidences,
+                            valid=meta.valid, error=meta.error, text=result.text,
+                            usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                                        total_tokens=result.prompt_tokens + result.completion_tokens))
