@@ -6,8 +6,8 @@ __version__ = "0.1.0"
 
 # Importing the model registers model_type "speechllm" with transformers' Auto classes.
 from .config import ModelSpec  # noqa: E402
-from .modeling import SpeechLLMConfig, SpeechLLMForConditionalGeneration, load  # noqa: E402
+from .modeling import SpeechLLMConfig, SpeechLLMForConditionalGeneration, default_model, load  # noqa: E402
 
 SpeechLLM = SpeechLLMForConditionalGeneration
 
-__all__ = ["ModelSpec", "SpeechLLM", "SpeechLLMConfig", "SpeechLLMForConditionalGeneration", "load", "AudioError", "ConfigError", "DataError", "InputError", "SpeechLLMError", "__version__"]
+__all__ = ["default_model", "ModelSpec", "SpeechLLM", "SpeechLLMConfig", "SpeechLLMForConditionalGeneration", "load", "AudioError", "ConfigError", "DataError", "InputError", "SpeechLLMError", "__version__"]

@@ -29,6 +29,15 @@ def cmd_targets(args):
     print(json.dumps(stats, indent=1, default=str))
 
 
+def cmd_synth(args):
+    from .data.synth import build_corpus
+
+    voices = args.voices.split(",") if args.voices else None
+    out = build_corpus(args.out_dir, args.count, seed=args.seed, workers=args.workers, voices=voices,
+                       negatives_fraction=args.negatives, augment_prob=args.augment)
+    print(f"corpus: {out} (train.jsonl, dev.jsonl, test.jsonl, summary.json)")
+
+
 def cmd_demo(args):
     """Build a tiny random model and answer about a generated tone: proves the install works offline."""
     import numpy as np
@@ -141,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing a partial output")
     p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("data", help="build data sets")
+    data = p.add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("synth", help="speak sentences with espeak-ng and piper voices: a labelled corpus with splits")
+    p.add_argument("out_dir")
+    p.add_argument("--count", type=int, default=1000, help="number of clips (speech and non-speech)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--voices", default=None, help="comma-separated voice ids or prefixes, e.g. espeak:en-gb,piper:")
+    p.add_argument("--negatives", type=float, default=0.05, help="fraction of non-speech clips")
+    p.add_argument("--augment", type=float, default=0.5, help="probability of noise/reverb/speed/gain per clip")
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("demo", help="answer about a generated clip with a tiny random model (offline check)")
     p.set_defaults(func=cmd_demo)

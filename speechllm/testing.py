@@ -73,11 +73,12 @@ def tiny_llm_config(vocab_size: int, **overrides) -> dict:
     return {**config, **overrides}
 
 
-def tiny_spec(encoder: str = "whisper", connector: str = "stack_mlp", vocab_size: int = 400, **overrides) -> ModelSpec:
-    """A ModelSpec of a tiny random encoder + connector + Llama."""
+def tiny_spec(family: str = "whisper", connector_type: str = "stack_mlp", vocab_size: int = 400, **overrides) -> ModelSpec:
+    """A ModelSpec of a tiny random encoder + connector + Llama; `overrides` update its sections,
+    e.g. `encoder={"train": "full"}` or `llm={"train": "lora"}`."""
     spec = {
-        "encoder": {"family": encoder, "hf_config": TINY_ENCODERS[encoder]},
-        "connector": {"type": connector, "options": {"stack": 4} if connector == "stack_mlp" else {}},
+        "encoder": {"family": family, "hf_config": TINY_ENCODERS[family]},
+        "connector": {"type": connector_type, "options": {"stack": 4} if connector_type == "stack_mlp" else {}},
         "llm": {"hf_config": tiny_llm_config(vocab_size)},
     }
     for key, value in overrides.items():
@@ -85,7 +86,7 @@ def tiny_spec(encoder: str = "whisper", connector: str = "stack_mlp", vocab_size
     return from_dict(ModelSpec, spec)
 
 
-def tiny_model(encoder: str = "whisper", connector: str = "stack_mlp", seed: int = 0, **overrides):
+def tiny_model(family: str = "whisper", connector_type: str = "stack_mlp", seed: int = 0, **overrides):
     """A tiny random SpeechLLMForConditionalGeneration with its processor, in eval mode."""
     import torch
 
@@ -93,5 +94,5 @@ def tiny_model(encoder: str = "whisper", connector: str = "stack_mlp", seed: int
 
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
-    spec = tiny_spec(encoder, connector, vocab_size=len(tokenizer) + 8, **overrides)
+    spec = tiny_spec(family, connector_type, vocab_size=len(tokenizer) + 8, **overrides)
     return SpeechLLMForConditionalGeneration.from_spec(spec, tokenizer=tokenizer).eval()

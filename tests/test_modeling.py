@@ -120,3 +120,37 @@ def test_placeholder_count_mismatch_is_a_clear_error(tiny):
     batch["audio_lengths"] = batch["audio_lengths"] // 3
     with pytest.raises(InputError, match="audio positions"):
         tiny(**batch)
+
+
+def cross_attention_model():
+    """Whisper's decoder reading a tiny Whisper encoder through cross-attention (the default model's design)."""
+    from speechllm.testing import TINY_ENCODERS
+
+    whisper = {**TINY_ENCODERS["whisper"], "decoder_start_token_id": 0, "pad_token_id": 2, "eos_token_id": 1,
+               "bos_token_id": 0, "init_std": 0.3}
+    return tiny_model(
+        encoder={"crop_to_length": False},
+        connector={"type": "identity", "options": {}},
+        llm={"hf_config": whisper, "coupling": "cross_attention"},
+    )
+
+
+def test_cross_attention_coupling_batches_like_single_and_reloads(tmp_path):
+    model = cross_attention_model()
+    assert model.audio_token_count(16000) == 0  # the prompt holds no audio positions
+    clips = [tone(0.4 + 0.5 * i, freq=200 + 90 * i, seed=i) for i in range(4)]
+    conversations = [ask("transcribe", clip) for clip in clips]
+    together = model.generate(**model.processor(conversations), max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    for i, conversation in enumerate(conversations):
+        alone = model.generate(**model.processor([conversation]), max_new_tokens=8, min_new_tokens=8, do_sample=False)
+        assert together[i].tolist() == alone[0].tolist()
+    # The audio matters: another clip changes the logits.
+    assert not torch.allclose(logits(model, [conversations[0]]), logits(model, [ask("transcribe", clips[3])]))
+    model.save_pretrained(tmp_path)
+    torch.testing.assert_close(logits(AutoModel.from_pretrained(tmp_path), [conversations[1]]), logits(model, [conversations[1]]))
+
+
+def test_cross_attention_model_needs_exactly_one_clip_per_prompt():
+    model = cross_attention_model()
+    with pytest.raises(InputError, match="one clip"):
+        model.generate(**model.processor([[{"role": "user", "content": "no audio here"}]]), max_new_tokens=2)

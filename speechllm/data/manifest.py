@@ -10,7 +10,8 @@ Manifest format (JSONL, UTF-8; blank lines are ignored):
                                      {"type": "audio"}, {"type": "audio", "audio": "b.wav"}]},
         {"role": "assistant", "content": "The second speaker is faster."}]}
 
-Keys (any other key is an error, unless passed to `read_manifest(ignore_keys=...)`; `null` means absent):
+Keys (any other key is an error, unless passed to `read_manifest(ignore_keys=...)` or one of the descriptive
+keys `voice`, `split`, `dataset`, `speaker`, `language`, which are accepted and unused; `null` means absent):
 - `audio`: path of the clip, relative to the manifest's folder or absolute. Required, except in a
   `conversation` row whose every audio part names its own file.
 - `offset_s`, `duration_s`: a segment of a longer file, in seconds (from `offset_s`, to the end when
@@ -51,6 +52,8 @@ from ..metadata import SPEECHLLM_SCHEMA, MetadataSchema, normalize_label
 OnBadRow = Literal["error", "skip"]
 
 BASE_KEYS = ("id", "audio", "offset_s", "duration_s", "transcript", "instruction", "response", "conversation", "task")
+# Descriptive keys that corpora carry (the synthetic corpus writes voice and split): accepted, not used.
+INFO_KEYS = ("voice", "split", "dataset", "speaker", "language")
 # A segment may run past the header's length by this much (durations rounded to ms in the manifest).
 SEGMENT_TOLERANCE_S = 0.02
 
@@ -172,7 +175,7 @@ class RowParser:
         self.base_dir = Path(base_dir).absolute()  # records stay valid whatever the working directory
         self.labels = label_keys(schema)
         self.keys = set(BASE_KEYS) | set(self.labels)
-        self.ignore = set(ignore_keys)
+        self.ignore = set(ignore_keys) | set(INFO_KEYS)
         self.seen_ids: set[str] = set()
         self._lengths: dict[str, float] = {}  # path -> seconds: many segments share one long file
 

