@@ -38,6 +38,13 @@ def cmd_synth(args):
     print(f"corpus: {out} (train.jsonl, dev.jsonl, test.jsonl, summary.json)")
 
 
+def cmd_quickstart(args):
+    from .quickstart import quickstart
+
+    quickstart(args.out_dir, clips=args.clips, steps=args.steps, batch_size=args.batch_size, real=args.real,
+               eval_limit=args.eval_limit)
+
+
 def cmd_demo(args):
     """Build a tiny random model and answer about a generated tone: proves the install works offline."""
     import numpy as np
@@ -162,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", type=float, default=0.05, help="fraction of non-speech clips")
     p.add_argument("--augment", type=float, default=0.5, help="probability of noise/reverb/speed/gain per clip")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("quickstart", help="answer with the default model, build a corpus, train, evaluate both")
+    p.add_argument("--out-dir", default="runs/quickstart")
+    p.add_argument("--clips", type=int, default=400, help="size of the synthetic corpus")
+    p.add_argument("--steps", type=int, default=40, help="training steps")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--real", default=None, help="a manifest of real recordings to evaluate on as well")
+    p.add_argument("--eval-limit", type=int, default=40, help="clips per evaluation manifest")
+    p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("demo", help="answer about a generated clip with a tiny random model (offline check)")
     p.set_defaults(func=cmd_demo)

@@ -164,9 +164,11 @@ class WhisperAudioEncoder(AudioEncoder):
         return min(math.ceil(num_samples / 320), self.max_frames)
 
     def encode_windows(self, windows, lengths):
-        mel = self.feature_extractor(
-            [w.float().cpu().numpy() for w in windows], sampling_rate=SAMPLE_RATE, return_tensors="pt"
-        ).input_features
+        # The log-mel is computed in fp32 whatever autocast is active (it goes through numpy).
+        with torch.autocast(device_type="cpu", enabled=False):
+            mel = self.feature_extractor(
+                [w.float().cpu().numpy() for w in windows], sampling_rate=SAMPLE_RATE, return_tensors="pt"
+            ).input_features
         param = next(self.model.parameters())
         return self.model(mel.to(param.device, param.dtype)).last_hidden_state
 

@@ -101,6 +101,14 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         self.connector = apply_train_mode(self.connector, spec.connector.train, LoraSpec())
         self.language_model = apply_train_mode(language_model, spec.llm.train, spec.llm.lora)
 
+    def tie_weights(self, *args, **kwargs):
+        # The LLM ties its own input and output embeddings; transformers would look for them at paths
+        # that a peft wrapper hides, so the composite asks the LLM itself.
+        language_model = getattr(self, "language_model", None)
+        if language_model is not None:
+            base = language_model.get_base_model() if hasattr(language_model, "get_base_model") else language_model
+            base.tie_weights()
+
     def _init_weights(self, module):
         # Pretrained parts arrive initialised; connectors initialise themselves in their constructors.
         pass

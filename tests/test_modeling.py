@@ -154,3 +154,19 @@ def test_cross_attention_model_needs_exactly_one_clip_per_prompt():
     model = cross_attention_model()
     with pytest.raises(InputError, match="one clip"):
         model.generate(**model.processor([[{"role": "user", "content": "no audio here"}]]), max_new_tokens=2)
+
+
+def test_lora_on_a_tied_decoder_saves_and_reloads(tmp_path):
+    from speechllm.testing import TINY_ENCODERS
+
+    whisper = {**TINY_ENCODERS["whisper"], "pad_token_id": 2, "eos_token_id": 1, "bos_token_id": 0, "init_std": 0.3}
+    model = tiny_model(encoder={"crop_to_length": False}, connector={"type": "identity", "options": {}},
+                       llm={"hf_config": whisper, "coupling": "cross_attention", "train": "lora",
+                            "lora": {"target_modules": ["q_proj", "v_proj", "fc1"]}})
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    conversation = [ask("transcribe", tone(0.6))]
+    model.save_pretrained(tmp_path)
+    torch.testing.assert_close(logits(AutoModel.from_pretrained(tmp_path), conversation), logits(model, conversation))
