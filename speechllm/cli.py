@@ -100,7 +100,7 @@ def add_eval_parsers(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model on manifests (WER, attribute accuracy, baselines, report)")
     p.add_argument("model", help="saved model directory or hub id")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="JSONL evaluation manifest(s)")
-    p.add_argument("--out", default="eval-report", help="folder for report.json, report.md, plots (default: %(default)s)")
+    p.add_argument("--out", default="eval-report", help="folder for report.json, report.md, plots")
     p.add_argument("--fields", help="comma-separated fields to ask for (default: the labelled ones)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--no-cascade", action="store_true", help="skip the faster-whisper cascade baseline")

@@ -89,3 +89,9 @@ def test_without_a_model_and_no_default_the_error_says_to_pass_one(folder, capsy
     monkeypatch.delattr(speechllm, "default_model", raising=False)
     code, lines, err = run(capsys, folder)
     assert code == 1 and lines == [] and "pass a saved model directory" in err
+
+
+def test_without_a_model_the_default_model_answers(model_dir, folder, capsys, monkeypatch):
+    monkeypatch.setattr(speechllm, "default_model", lambda: speechllm.load(model_dir), raising=False)
+    code, lines, _ = run(capsys, folder / "a.wav", "--fields", "Gender")
+    assert code == 0 and lines[0]["Gender"] in ("Female", "Male")

@@ -12,7 +12,6 @@ import socket
 import threading
 import time
 
-import numpy as np
 import pytest
 import soundfile as sf
 
@@ -174,6 +173,15 @@ def test_stream_yields_chunks_then_done(client, model):
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == plain
     assert chunks[-2]["choices"][0]["finish_reason"] in ("stop", "length")
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] <= 6
+
+
+def test_sampling_with_a_seed_repeats(client):
+    body = chat_body({"type": "text", "text": "Say "}, audio_part(wav_bytes(0.5)), max_tokens=8, temperature=1.5,
+                     top_p=0.95, seed=7)
+    answers = {client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+               for _ in range(2)}
+    other = client.post("/v1/chat/completions", json={**body, "seed": 8}).json()["choices"][0]["message"]["content"]
+    assert len(answers) == 1 and other not in answers
 
 
 def test_transcriptions_in_every_response_format(client, model):

@@ -28,19 +28,21 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     """Answer a conversation whose user turns may hold audio. With `response_format` json_schema (or the
     `speechllm` extension) the answer is schema-valid metadata JSON about the one clip, with confidences."""
     server = state(request)
+    fields = metadata_fields(server, body)  # the cheap checks before any audio is decoded
+    limit = body.max_completion_tokens or body.max_tokens
+    if limit is not None and limit > server.config.max_tokens_limit:
+        raise APIError(400, f"max_tokens={limit} is above this server's limit of {server.config.max_tokens_limit} "
+                            f"(max_tokens_limit)", "max_tokens_too_large", "max_tokens")
     conversation, clips = await to_conversation(server, body)
-    fields = metadata_fields(server, body)
     if fields is not None:
         if len(clips) != 1:
             raise APIError(400, f"metadata answers are about one clip; this request has {len(clips)} audio parts",
                            "invalid_request", "messages")
-        limit = body.max_completion_tokens or body.max_tokens
-        job = Job("meta", clips[0], MetaSettings(fields or None, _checked_limit(server, limit) if limit else None))
+        job = Job("meta", clips[0], MetaSettings(fields or None, limit))
     else:
-        settings = GenerateSettings(
-            max_tokens=_checked_limit(server, body.max_completion_tokens or body.max_tokens
-                                      or server.config.default_max_tokens),
-            temperature=body.temperature or 0.0, top_p=body.top_p, seed=body.seed, min_tokens=body.min_tokens or 0)
+        settings = GenerateSettings(max_tokens=limit or server.config.default_max_tokens,
+                                    temperature=body.temperature or 0.0, top_p=body.top_p, seed=body.seed,
+                                    min_tokens=body.min_tokens or 0)
         job = Job("generate", conversation, settings)
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
@@ -98,13 +100,6 @@ def metadata_fields(server: ServerState, body: ChatCompletionRequest) -> tuple[s
                             f"model: {server.schema.names} (see GET /v1/schema)", "invalid_response_format",
                        "response_format")
     return parse_fields(server, list(properties), "response_format.json_schema.schema.properties")
-
-
-def _checked_limit(server: ServerState, max_tokens: int) -> int:
-    if max_tokens > server.config.max_tokens_limit:
-        raise APIError(400, f"max_tokens={max_tokens} is above this server's limit of "
-                            f"{server.config.max_tokens_limit} (max_tokens_limit)", "max_tokens_too_large", "max_tokens")
-    return max_tokens
 
 
 def _usage(result: Answer) -> Usage:

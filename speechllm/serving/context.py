@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ..errors import ConfigError
 from ..inference import model_schema
 from ..metadata import MetadataSchema
 from .batcher import Batcher
@@ -72,7 +73,7 @@ def parse_fields(server: ServerState, fields: list[str] | None, where: str) -> t
     names = [n.strip() for f in fields for n in f.split(",") if n.strip()]  # form fields may be "A,B"
     try:
         server.schema.subset(names)
-    except Exception as e:
+    except ConfigError as e:
         raise APIError(400, f"{where}: {e}", "invalid_fields", where) from None
     if not names:
         raise APIError(400, f"{where}: name at least one field; valid fields are {server.schema.names}",

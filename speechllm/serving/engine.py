@@ -31,6 +31,11 @@ class GenerateSettings:
     seed: int | None = None
     min_tokens: int = 0
 
+    def __post_init__(self):
+        if self.temperature == 0:  # greedy ignores them: dropping them lets such requests share a batch
+            object.__setattr__(self, "top_p", None)
+            object.__setattr__(self, "seed", None)
+
     def generate_kwargs(self) -> dict:
         kwargs = {"max_new_tokens": self.max_tokens, "do_sample": self.temperature > 0}
         if self.temperature > 0:

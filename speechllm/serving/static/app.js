@@ -154,6 +154,7 @@ function showError(e) {
   $("error").textContent = e.message || String(e);
 }
 
+$("api-key").addEventListener("change", () => { $("result").hidden = true; init(); });
 $("analyze").addEventListener("click", () => run("analyze"));
 $("transcribe").addEventListener("click", () => run("transcribe"));
 init();
