@@ -11,7 +11,7 @@ from speechllm.config import ConnectorSpec
 from speechllm.connectors import CONNECTORS, build_connector
 from speechllm.errors import ConfigError
 
-IN_DIM, OUT_DIM, FRAME_RATE = 16, 32, 50.0
+IN_DIM, OUT_DIM, FRAME_RATE = 32, 32, 50.0  # equal widths so the identity connector runs too
 LENGTHS = [1, 2, 3, 7, 13, 50, 333, 1501]
 
 
