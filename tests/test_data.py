@@ -74,7 +74,7 @@ BAD_ROWS = [
     ({**GOOD, "gender": "robot"}, "'robot' is not one of the schema's Gender labels"),
     ({**GOOD, "speech_activity": "maybe"}, "SpeechActivity labels [True, False]"),
     ({**GOOD, "transcript": "  "}, "transcript is empty"),
-    ({**GOOD, "speaker": "s1"}, "unknown key(s) ['speaker']"),
+    ({**GOOD, "spekaer": "s1"}, "unknown key(s) ['spekaer']"),
     ({**GOOD, "task": "translate"}, "unknown task 'translate'"),
     ({"audio": "clips/a.wav", "task": "asr"}, "needs 'transcript'"),
     ({"audio": "clips/a.wav"}, "cannot tell which task"),
@@ -113,7 +113,7 @@ def test_unchecked_audio_is_not_opened(tmp_path):
 
 
 def test_ignore_keys_accepts_documentation_columns(tmp_path, clips):
-    data = read_manifest(manifest(tmp_path / "m.jsonl", [{**GOOD, "speaker": "s1"}]), ignore_keys=["speaker"])
+    data = read_manifest(manifest(tmp_path / "m.jsonl", [{**GOOD, "notes": "s1"}]), ignore_keys=["notes"])
     assert len(data) == 1
 
 
