@@ -9,7 +9,6 @@ with only the trained weights plus references to the base encoder and LLM
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -378,8 +377,14 @@ def load(name_or_path=None, device: str = "auto", dtype: torch.dtype | None = No
     device available."""
     if name_or_path is None:
         return default_model(device, dtype)
+    looks_local = Path(name_or_path).is_absolute() or str(name_or_path).startswith((".", "~"))  # not a hub id
+    if looks_local and not Path(name_or_path).expanduser().exists():
+        raise ConfigError(f"model directory {str(name_or_path)!r} does not exist; pass a folder written by save_pretrained")
     device, default_dtype = pick_device(device)
-    model = SpeechLLMForConditionalGeneration.from_pretrained(name_or_path)
+    try:
+        model = SpeechLLMForConditionalGeneration.from_pretrained(name_or_path)
+    except OSError as e:  # transformers' "not a local folder and not reachable on the hub"
+        raise ConfigError(f"cannot load model {str(name_or_path)!r}: {e}") from None
     return model.to(device=device, dtype=dtype or default_dtype).eval()
 
 

@@ -1,3 +1,4 @@
+from pathlib import Path
 """`speechllm infer`: files, folders and manifests in, one JSON line per clip out; a bad file gets an error line
 and exit code 1 while the others still run."""
 
@@ -86,12 +87,12 @@ def test_model_argument_is_told_from_audio(model_dir, folder):
 
 
 def test_without_a_model_and_no_default_the_error_says_to_pass_one(folder, capsys, monkeypatch):
-    monkeypatch.delattr(speechllm, "default_model", raising=False)
+    monkeypatch.setattr(speechllm.modeling, "DEFAULT_MODEL", folder / "no-default-model-here")
     code, lines, err = run(capsys, folder)
-    assert code == 1 and lines == [] and "pass a saved model directory" in err
+    assert code == 1 and lines == [] and "pass a model path" in err
 
 
 def test_without_a_model_the_default_model_answers(model_dir, folder, capsys, monkeypatch):
-    monkeypatch.setattr(speechllm, "default_model", lambda: speechllm.load(model_dir), raising=False)
+    monkeypatch.setattr(speechllm.modeling, "DEFAULT_MODEL", Path(model_dir))
     code, lines, _ = run(capsys, folder / "a.wav", "--fields", "Gender")
     assert code == 0 and lines[0]["Gender"] in ("Female", "Male")

@@ -50,19 +50,10 @@ def split_model_argument(arguments: Sequence[str]) -> tuple[str | None, list[str
 
 
 def resolve_model(name: str | None):
-    """`speechllm.load(name)`; without a name the library's default model when this version has one."""
-    import speechllm
+    """`speechllm.load(name)`: a saved model, or the default model when no name is given."""
+    from speechllm.modeling import load
 
-    if name is None:
-        default = getattr(speechllm, "default_model", None)
-        if default is None:
-            raise ConfigError("no model given and this version of speechllm has no default model; pass a saved "
-                              "model directory or hub id: speechllm infer MODEL AUDIO...")
-        return default()
-    try:
-        return speechllm.load(name)
-    except OSError as e:  # transformers' "not a local folder and not reachable on the hub"
-        raise ConfigError(f"cannot load model {name!r}: {e}") from None
+    return load(name)
 
 
 def collect_inputs(arguments: Sequence[str]) -> list[InputClip]:

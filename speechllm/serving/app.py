@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from ..errors import ConfigError
 from . import chat, routes
 from .batcher import Batcher
 from .config import ServerConfig
@@ -55,24 +54,9 @@ def create_app(model, config: ServerConfig | None = None) -> FastAPI:
 
 def resolve_model(name_or_path: str | Path | None):
     """A loaded model: from a saved directory (or hub id), or the package's default model when None."""
-    if name_or_path is None:
-        import speechllm
-
-        default = getattr(speechllm, "default_model", None)
-        if default is None:
-            raise ConfigError("no model given and this speechllm has no default model yet; pass a model path: "
-                              "`speechllm serve PATH` (a directory written by save_pretrained)")
-        return default()
     from ..modeling import load
 
-    looks_local = Path(name_or_path).is_absolute() or str(name_or_path).startswith((".", "~"))  # not a hub id
-    if looks_local and not Path(name_or_path).expanduser().exists():
-        raise ConfigError(f"model directory {str(name_or_path)!r} does not exist; pass a folder written by "
-                          f"save_pretrained")
-    try:
-        return load(name_or_path)
-    except OSError as e:  # transformers' "not a local folder and not reachable on the hub"
-        raise ConfigError(f"cannot load model {str(name_or_path)!r}: {e}") from None
+    return load(name_or_path)
 
 
 def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
