@@ -48,8 +48,7 @@ def transcribe(model, audio: AudioInput | Sequence[AudioInput], *, instruction: 
 
 
 def model_schema(model) -> MetadataSchema:
-    config = model.config.model_spec.metadata_schema
-    return MetadataSchema.from_config(config) if config else SPEECHLLM_SCHEMA
+    return model.metadata_schema
 
 
 def generate_meta(model, audio: AudioInput | Sequence[AudioInput], fields: Sequence[str] | None = None,
@@ -70,18 +69,42 @@ def generate_meta(model, audio: AudioInput | Sequence[AudioInput], fields: Seque
     results = []
     for group in _batches(clips, batch_size):
         batch = _device_batch(model, [[prompt_message(instruction, clip)] for clip in group])
-        constraint = MetadataConstraint(model.processor.tokenizer, schema, names)
-        # The constraint's worst-case length guarantees a complete answer; a smaller limit may cut it.
-        limit = max_new_tokens or constraint.max_new_tokens or 512
-        out = model.generate(
-            **batch, max_new_tokens=limit, do_sample=False, logits_processor=[constraint],
-            output_scores=True, return_dict_in_generate=True,
-            eos_token_id=model.processor.tokenizer.eos_token_id,
-            # Whisper's generation config suppresses JSON punctuation such as '"'; the grammar decides here.
-            suppress_tokens=None, begin_suppress_tokens=None,
-        )
-        results += decode_results(out.sequences, out.scores, model.processor.tokenizer, schema, names)
+        results += metadata_batch(model, batch, schema, names, max_new_tokens=max_new_tokens)[0]
     return results[0] if single else results
+
+
+def metadata_batch(model, batch: dict, schema: MetadataSchema, names: Sequence[str], *,
+                   max_new_tokens: int | None = None, **generate_kwargs) -> tuple[list[MetadataResult], list[list[int]]]:
+    """One constrained generate over a processed batch of one-clip metadata prompts: the results and each row's
+    new tokens. Fields with an attribute head (heads.py) take the head's value, which the constraint makes the LLM
+    write, and the head's probability as confidence; the LLM decides the other fields."""
+    tokenizer, heads = model.processor.tokenizer, model.attribute_heads
+    head_names = [n for n in names if heads is not None and n in heads.fields]
+    forced, audio_features = None, None
+    if head_names:
+        values, lengths = batch["audio_values"], batch["audio_lengths"]
+        clips = [v[:n].float().cpu().numpy() for v, n in zip(values, lengths.tolist())]
+        if heads.needs_encoder(head_names):
+            with torch.no_grad():  # computed once: the heads pool it, generate reads it
+                audio_features = model.encoder(values, lengths)
+        decisions = heads.predict(clips, head_names, audio_features)
+        forced = [{n: d.value for n, d in row.items()} for row in decisions]
+    constraint = MetadataConstraint(tokenizer, schema, names, forced=forced)
+    # The constraint's worst-case length guarantees a complete answer; a smaller limit may cut it.
+    limit = max_new_tokens or constraint.max_new_tokens or 512
+    out = model.generate(
+        **batch, audio_features=audio_features, max_new_tokens=limit, do_sample=False,
+        logits_processor=[constraint], output_scores=True, return_dict_in_generate=True,
+        eos_token_id=tokenizer.eos_token_id,
+        # Whisper's generation config suppresses JSON punctuation such as '"'; the grammar decides here.
+        suppress_tokens=None, begin_suppress_tokens=None, **generate_kwargs,
+    )
+    results = decode_results(out.sequences, out.scores, tokenizer, schema, names)
+    if head_names:
+        for result, row in zip(results, decisions):
+            result.confidences.update({n: d.confidence for n, d in row.items() if n in result.values})
+    new_tokens = out.sequences[:, out.sequences.shape[1] - len(out.scores):].tolist()
+    return results, new_tokens
 
 
 def _is_array_pair(audio) -> bool:

@@ -322,6 +322,13 @@ class _Chunk:
                     children[path[:j]].add(path[j])
             self.trie = {p: torch.tensor(sorted(s)) for p, s in children.items()}
 
+    def path_of(self, value) -> tuple[int, ...]:
+        """The tokens that write `value` (a label or bool of this chunk's field)."""
+        for path, written in self.paths.items():
+            if written == value and type(written) is type(value):
+                return path
+        raise InputError(f"{value!r} is not a value of metadata field {self.field.name!r}")
+
 
 @dataclass
 class _Layout:
@@ -421,8 +428,9 @@ class _Cursor:
     """Follows one row's tokens chunk by chunk. Knows which tokens may come next in a trie chunk, and records
     each value with the steps (token positions) that wrote it."""
 
-    def __init__(self, layout: _Layout):
+    def __init__(self, layout: _Layout, forced: dict | None = None):
         self.layout, self.index, self.path, self.buf = layout, 0, (), b""
+        self.forced = forced or {}  # field -> the one value this row may write
         self.step = self.start = 0
         self._text_state()
         self.values, self.steps = {}, {}
@@ -442,6 +450,9 @@ class _Cursor:
         if chunk is None:
             return None
         if chunk.trie is not None:
+            if chunk.is_value and chunk.field.name in self.forced:
+                path = chunk.path_of(self.forced[chunk.field.name])
+                return torch.tensor([path[len(self.path)]])
             return chunk.trie[self.path]
         if chunk.field.max_chars is None or self.closed:
             return None
@@ -512,12 +523,21 @@ class MetadataConstraint(LogitsProcessor):
     some valid values, then eos. Pass `max_new_tokens=constraint.max_new_tokens` (None when a text field has no
     `max_chars`; then a cut-off answer comes back from `decode_results` marked invalid).
 
+    `forced` (one dict per row, or None) fixes some label or bool fields of a row to a given value, e.g. the
+    decision of an attribute head; the LLM still writes it, so what follows is conditioned on it.
+
     Works with `input_ids` or `inputs_embeds` prompts and left padding; greedy or sampling, not beam search
     (beams reorder rows). It follows one generate call: the first call records the prompt length; build a new
     one per call (the compiled grammar is cached per tokenizer and schema, so that is cheap)."""
 
-    def __init__(self, tokenizer, schema: MetadataSchema = SPEECHLLM_SCHEMA, names=None):
+    def __init__(self, tokenizer, schema: MetadataSchema = SPEECHLLM_SCHEMA, names=None, forced=None):
         self.tokenizer, self.schema = tokenizer, schema.subset(names)
+        self.forced = forced
+        for row in forced or []:
+            for name, value in row.items():
+                if self.schema.field(name).kind == "text":
+                    raise InputError(f"MetadataConstraint: {name} is free text; only label and bool fields can be forced")
+                _check(self.schema.field(name), value)
         self.names = self.schema.names
         self._layout = _layout_for(tokenizer, self.schema)
         self.max_new_tokens = self._layout.max_new_tokens
@@ -528,7 +548,9 @@ class MetadataConstraint(LogitsProcessor):
         if self._ids is None:
             grammar = _compiled(self.tokenizer, lay, scores.shape[-1])
             self._matchers = [xgr.GrammarMatcher(grammar) for _ in range(batch)]
-            self._cursors = [_Cursor(lay) for _ in range(batch)]
+            if self.forced is not None and len(self.forced) != batch:
+                raise InputError(f"MetadataConstraint: forced values for {len(self.forced)} rows, batch has {batch}")
+            self._cursors = [_Cursor(lay, self.forced[r] if self.forced else None) for r in range(batch)]
             self._bitmask = xgr.allocate_token_bitmask(batch, scores.shape[-1])
         else:
             if input_ids.shape[1] != self._ids.shape[1] + 1 or not torch.equal(input_ids[:, :-1], self._ids):

@@ -9,6 +9,7 @@ with only the trained weights plus references to the base encoder and LLM
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -18,11 +19,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import logging as transformers_logging
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .config import EncoderSpec, LoraSpec, ModelSpec, from_dict, to_dict
 from .connectors import build_connector
 from .encoders import FusedEncoder, build_encoder
 from .errors import ConfigError, InputError
+from .heads import AttributeHeads
+from .metadata import SPEECHLLM_SCHEMA, MetadataSchema
 from .pretrained import resolve_name_or_path
 from .processing import SpeechLLMProcessor
 
@@ -64,6 +68,23 @@ def apply_train_mode(module: nn.Module, mode: str, lora: LoraSpec) -> nn.Module:
 def merge_lora(module: nn.Module) -> nn.Module:
     """Fold LoRA adapters into the base weights (no-op without adapters)."""
     return module.merge_and_unload() if hasattr(module, "merge_and_unload") else module
+
+
+def logits_at(language_model: nn.Module, logits_mask: torch.Tensor, **inputs):
+    """`language_model(**inputs)` with its output head applied only where `logits_mask` ((batch, seq)
+    booleans) is True: `logits` are (positions, vocab), row by row. A step's full (batch, seq, vocab)
+    logits cost about as much as the LLM's layers when the vocabulary is large and few positions train."""
+    base = language_model.get_base_model() if hasattr(language_model, "get_base_model") else language_model
+    if "logits_to_keep" in inspect.signature(base.forward).parameters:
+        # The LLM's own head, with whatever scaling or soft-capping it applies to its logits.
+        return language_model(**inputs, logits_to_keep=logits_mask)
+    # LLMs without `logits_to_keep` (Whisper's decoder): their body, then their plain output projection.
+    # Decoder bodies take cross-attention states as `encoder_hidden_states`.
+    if "encoder_outputs" in inputs:
+        inputs["encoder_hidden_states"] = inputs.pop("encoder_outputs")[0]
+    body = base.get_decoder()(**inputs)
+    logits = base.get_output_embeddings()(body.last_hidden_state[logits_mask])
+    return CausalLMOutputWithPast(logits=logits, hidden_states=body.hidden_states)
 
 
 class SpeechLLMForConditionalGeneration(PreTrainedModel):
@@ -181,6 +202,8 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         else:
             model = super().from_pretrained(path, *args, config=config, **kwargs)
             model.attach_processor(AutoTokenizer.from_pretrained(path))
+        if os.path.isdir(path):
+            model.attribute_heads = AttributeHeads.load(path, model.metadata_schema)
         return model.eval()
 
     def save_pretrained(self, save_directory, *, trainable_only: bool = False, **kwargs):
@@ -206,6 +229,8 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             super().save_pretrained(save_directory, **kwargs)
         if self.processor is not None:
             self.processor.tokenizer.save_pretrained(save_directory)
+        if self.attribute_heads is not None:
+            self.attribute_heads.save(save_directory)
 
     def merged(self) -> "SpeechLLMForConditionalGeneration":
         """This model with LoRA folded into the base weights; its config says the parts train fully."""
@@ -222,6 +247,24 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             spec.llm.train = "full"
         self.config.spec = to_dict(spec)
         return self
+
+    @property
+    def metadata_schema(self) -> MetadataSchema:
+        """The metadata fields this model answers (SpeechLLM's when its config names none)."""
+        config = self.config.model_spec.metadata_schema
+        return MetadataSchema.from_config(config) if config else SPEECHLLM_SCHEMA
+
+    @property
+    def attribute_heads(self) -> AttributeHeads | None:
+        """Small classifiers that decide some metadata fields (heads.py), or None. Kept out of the module tree
+        on purpose: they are saved beside the checkpoint in their own files, never in its weights or optimiser."""
+        return self.__dict__.get("_attribute_heads")
+
+    def __setattr__(self, name, value):
+        if name == "attribute_heads":  # nn.Module would register them as a submodule; see the property
+            self.__dict__["_attribute_heads"] = value
+        else:
+            super().__setattr__(name, value)
 
     # -- forward -------------------------------------------------------------------------------
     def audio_token_count(self, num_samples: int) -> int:
@@ -296,39 +339,49 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
 
     def forward(
         self, input_ids, attention_mask=None, audio_values=None, audio_lengths=None, labels=None,
-        audio_embeds=None, audio_features=None, **kwargs,
+        audio_embeds=None, audio_features=None, logits_mask=None, **kwargs,
     ):
-        """LLM outputs; with `labels`, `loss` is the mean next-token cross-entropy over answer tokens."""
+        """LLM outputs; with `labels`, `loss` is the mean next-token cross-entropy over answer tokens.
+
+        With `logits_mask` ((batch, seq) booleans), `logits` are computed at the True positions only and
+        come flattened row by row, (positions, vocab): training needs them at answer positions alone.
+        """
         if self.coupling == "cross_attention":
             states = self.audio_states(input_ids, audio_values, audio_lengths, audio_features)
-            out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=(states,), **kwargs)
+            inputs = {"input_ids": input_ids, "encoder_outputs": (states,)}
         else:
-            embeds = self.embed(input_ids, audio_values, audio_lengths, audio_embeds, audio_features)
-            out = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
+            inputs = {"inputs_embeds": self.embed(input_ids, audio_values, audio_lengths, audio_embeds, audio_features)}
+        if logits_mask is not None:
+            if labels is not None:
+                raise InputError("pass `labels` or `logits_mask`, not both: the loss needs logits at every position")
+            return logits_at(self.language_model, logits_mask, attention_mask=attention_mask, **inputs, **kwargs)
+        out = self.language_model(attention_mask=attention_mask, **inputs, **kwargs)
         if labels is not None:
             # Computed here, not by the LLM: LLMs disagree on whether they shift labels (Whisper does not).
             out.loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         return out
 
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask=None, audio_values=None, audio_lengths=None, **kwargs):
+    def generate(self, input_ids, attention_mask=None, audio_values=None, audio_lengths=None, audio_features=None,
+                 **kwargs):
         """Batched generation (greedy, sampling, beams: any `generate` option) with KV cache.
 
-        Returns only the new tokens, shape (batch, new_tokens).
+        Returns only the new tokens, shape (batch, new_tokens). `audio_features` (encoder outputs and frame
+        counts, already computed for these clips) skips the encoder.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         kwargs.setdefault("pad_token_id", self.processor.tokenizer.pad_token_id)
         kwargs.setdefault("eos_token_id", self.processor.end_of_turn_ids)
         if self.coupling == "cross_attention":
-            states = self.audio_states(input_ids, audio_values, audio_lengths)
+            states = self.audio_states(input_ids, audio_values, audio_lengths, audio_features)
             out = self.language_model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=(states,), **kwargs
             )
             if isinstance(out, torch.Tensor):  # given input_ids, generate returns prompt + answer
                 return out[:, input_ids.shape[1] :]
             return out
-        embeds = self.embed(input_ids, audio_values, audio_lengths)
+        embeds = self.embed(input_ids, audio_values, audio_lengths, audio_features=audio_features)
         return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
 
 

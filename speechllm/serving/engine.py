@@ -15,10 +15,9 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ..data.tasks import prompt_message
-from ..inference import model_schema
-from ..metadata import MetadataConstraint, MetadataResult, decode_results, instruction_for
+from ..inference import metadata_batch, model_schema
+from ..metadata import MetadataResult, instruction_for
 
-DEFAULT_META_TOKENS = 512  # as generate_meta, when a free-text field leaves the answer's length unbounded
 
 
 @dataclass(frozen=True)
@@ -144,13 +143,8 @@ def _run_meta(model, jobs: list[Job]) -> list[Answer]:
     names = list(settings.fields) if settings.fields else schema.names
     instruction = instruction_for(names, schema)  # the prompt the model was trained on, as generate_meta sends it
     batch = _device_batch(model, [[prompt_message(instruction, job.payload)] for job in jobs])
-    constraint = MetadataConstraint(tokenizer, schema, names)
-    limit = settings.max_tokens or constraint.max_new_tokens or DEFAULT_META_TOKENS
-    out = model.generate(**batch, max_new_tokens=limit, do_sample=False, logits_processor=[constraint],
-                         output_scores=True, return_dict_in_generate=True, eos_token_id=tokenizer.eos_token_id,
-                         stopping_criteria=StoppingCriteriaList([CancelRows([j.cancel for j in jobs], False)]))
-    results = decode_results(out.sequences, out.scores, tokenizer, schema, names)
-    new = out.sequences[:, out.sequences.shape[1] - len(out.scores):].tolist()
+    results, new = metadata_batch(model, batch, schema, names, max_new_tokens=settings.max_tokens,
+                                  stopping_criteria=StoppingCriteriaList([CancelRows([j.cancel for j in jobs], False)]))
     answers = _answers(model, batch, new, {tokenizer.eos_token_id})
     for answer, result in zip(answers, results):
         answer.text, answer.metadata = result.text, result

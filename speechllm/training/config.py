@@ -55,6 +55,9 @@ class TrainConfig:
     log_every: int = 10
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     num_workers: int = 0
+    # Attribute heads fitted after the last stage, on the data's metadata manifests: {field: [features]}, features
+    # from speechllm.heads.FEATURES (pitch, formants, vad, encoder). They decide those fields; see heads.py.
+    heads: dict[str, list[str]] = field(default_factory=dict)
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -89,4 +92,10 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfi
         unknown = set(stage.trains) - {"encoder", "connector", "llm"}
         if unknown:
             raise ConfigError(f"stages[{i}].trains: unknown part(s) {sorted(unknown)}; use encoder, connector, llm")
+    from ..heads import FEATURES
+
+    for name, features in config.heads.items():
+        unknown = set(features) - set(FEATURES) if isinstance(features, list) else None
+        if unknown is None or unknown or not features:
+            raise ConfigError(f"heads.{name}: give a list of features from {sorted(FEATURES)}, got {features!r}")
     return config

@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_scheduler
 
 from ..errors import ConfigError
-from ..modeling import SpeechLLMForConditionalGeneration
+from ..modeling import SpeechLLMForConditionalGeneration, logits_at
 from .batches import collate_examples, to_device
 from .config import StageConfig, TrainConfig
 from .feature_cache import FeatureCache
-from .losses import LossConfig, cross_entropy_sum, distillation_sums
+from .losses import LossConfig, answer_positions, cross_entropy_sum, distillation_sums
 
 STATE_FILE = "trainer_state.json"
 
@@ -119,7 +119,8 @@ class Trainer:
         labels = student.pop("labels")
         if cache is not None and "audio_values" in student:
             student["audio_features"] = cache.features(student.pop("audio_values"), student.pop("audio_lengths"))
-        out = model(**student, output_hidden_states=loss.distill_hidden > 0)
+        # Logits at answer positions only: the rest carry no loss.
+        out = model(**student, logits_mask=answer_positions(labels), output_hidden_states=loss.distill_hidden > 0)
         sums = {"cross_entropy": cross_entropy_sum(out.logits, labels)}
         if loss.distills:
             teacher = batch["teacher"]
@@ -127,9 +128,9 @@ class Trainer:
             # The teacher is the base LLM reading the transcript: adapters off, no gradients.
             adapters_off = getattr(language_model, "disable_adapter", contextlib.nullcontext)
             with torch.no_grad(), adapters_off():
-                t_out = language_model(
-                    input_ids=teacher["input_ids"], attention_mask=teacher["attention_mask"],
-                    output_hidden_states=loss.distill_hidden > 0,
+                t_out = logits_at(
+                    language_model, answer_positions(teacher["labels"]), input_ids=teacher["input_ids"],
+                    attention_mask=teacher["attention_mask"], output_hidden_states=loss.distill_hidden > 0,
                 )
             sums.update(distillation_sums(
                 out.logits, t_out.logits, out.hidden_states, t_out.hidden_states, labels, teacher["labels"], loss,
@@ -230,7 +231,8 @@ class Trainer:
         acc.free_memory()  # forget the previous stage's prepared model and optimiser
         trained = set_trainable(self.model, stage.trains)
         self.model.train()
-        optimizer = torch.optim.AdamW(trained, lr=stage.lr, weight_decay=stage.weight_decay)
+        # Fused: one kernel for all weights instead of a dozen per weight (several times faster on a CPU).
+        optimizer = torch.optim.AdamW(trained, lr=stage.lr, weight_decay=stage.weight_decay, fused=True)
         scheduler = get_scheduler(stage.schedule, optimizer, stage.warmup_steps, stage.steps)
         model, optimizer, scheduler = acc.prepare(self.model, optimizer, scheduler)
         if resume_from is not None:
@@ -296,6 +298,8 @@ class Trainer:
             references = all(p is None or p.name_or_path for p in (spec.encoder, spec.fusion_encoder, spec.llm))
             temporary = self.output_dir / ".tmp-final"
             shutil.rmtree(temporary, ignore_errors=True)
+            if self.config.heads:
+                self.fit_heads()
             self.model.save_pretrained(temporary, trainable_only=references)
             (temporary / "history.json").write_text(json.dumps(self.history, indent=1))
             shutil.rmtree(final, ignore_errors=True)
@@ -303,6 +307,21 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
         return final
+
+
+    def fit_heads(self) -> None:
+        """Fit the recipe's attribute heads on the labelled manifests of its metadata sources."""
+        from ..data.mixing import DataConfig
+        from ..heads import fit_model_heads
+
+        manifests = list(dict.fromkeys(
+            source.manifest for source in DataConfig.from_dict(self.config.data).sources
+            if source.manifest is not None and source.task == "metadata"))
+        if not manifests:
+            raise ConfigError("heads: the recipe's data needs a metadata source with a manifest to fit them on")
+        self.accelerator.print(f"fitting attribute heads {sorted(self.config.heads)} on {', '.join(manifests)}")
+        self.model.eval()
+        fit_model_heads(self.model, manifests, self.config.heads)
 
 
 def train(config: TrainConfig, resume: bool = False) -> Path:

@@ -1,0 +1,159 @@
+"""Attribute heads: the acoustic features, fitting, saving, and the LLM writing the head's value."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from speechllm.errors import ConfigError, InputError
+from speechllm.heads import (
+    AttributeHeads,
+    fit_heads,
+    f0_track,
+    formant_track,
+    model_clip_features,
+    pitch_features,
+)
+from speechllm.metadata import SPEECHLLM_SCHEMA, MetadataConstraint
+from speechllm.testing import tiny_model
+
+RATE = 16000
+
+
+def voice(f0: float, formants=(500.0, 1500.0, 2500.0), seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    """A vowel by source and filter: a glottal pulse train at `f0` through resonators at `formants`."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    source = np.zeros(n)
+    source[(np.arange(0, n, RATE / f0)).astype(int)] = 1.0
+    out = source + 1e-4 * rng.standard_normal(n)
+    for freq in formants:  # two-pole resonator, 100 Hz bandwidth
+        r = np.exp(-np.pi * 100 / RATE)
+        a1, a2 = -2 * r * np.cos(2 * np.pi * freq / RATE), r * r
+        y = np.zeros(n)
+        for i in range(n):
+            y[i] = out[i] - a1 * (y[i - 1] if i else 0) - a2 * (y[i - 2] if i > 1 else 0)
+        out = y
+    return (0.3 * out / np.abs(out).max()).astype(np.float32)
+
+
+@pytest.mark.parametrize("f0", [95.0, 130.0, 210.0, 300.0])
+def test_f0_track_finds_the_pitch_of_a_voice(f0):
+    track = f0_track(voice(f0))
+    assert len(track) > 50
+    assert np.median(track) == pytest.approx(f0, rel=0.03)
+
+
+def test_f0_track_calls_noise_and_silence_unvoiced():
+    rng = np.random.default_rng(0)
+    assert len(f0_track(np.zeros(RATE, dtype=np.float32))) == 0
+    noise = f0_track(0.1 * rng.standard_normal(RATE).astype(np.float32))
+    assert len(noise) < 10  # of ~95 frames
+    features = pitch_features([np.zeros(RATE, dtype=np.float32)])
+    assert features[0, 0] == 0.0 and np.isfinite(features).all()
+
+
+def test_formant_track_finds_the_resonances():
+    formants = (600.0, 1700.0, 2900.0)
+    track = formant_track(voice(120.0, formants))
+    assert len(track) > 20
+    np.testing.assert_allclose(np.median(track, axis=0), formants, rtol=0.08)
+
+
+def test_a_head_fitted_on_pitch_separates_low_and_high_voices():
+    clips = [voice(f0, seed=i) for i, f0 in enumerate([100, 110, 120, 130, 200, 215, 230, 250])]
+    labels = {"Gender": ["Male"] * 4 + ["Female"] * 4}
+    heads = fit_heads(SPEECHLLM_SCHEMA, {"Gender": ["pitch"]}, {"pitch": pitch_features(clips)}, labels)
+    unseen = [voice(105.0, seed=50), voice(240.0, seed=51)]
+    predicted = heads.predict(unseen, ["Gender", "Transcript"])
+    assert [p["Gender"].value for p in predicted] == ["Male", "Female"]
+    assert all(p["Gender"].confidence > 0.5 for p in predicted)
+    assert all("Transcript" not in p for p in predicted)
+
+
+def test_fit_heads_refuses_a_text_field_and_a_single_class():
+    features = {"pitch": np.zeros((4, 4), dtype=np.float32)}
+    with pytest.raises(ConfigError, match="free text"):
+        fit_heads(SPEECHLLM_SCHEMA, {"Transcript": ["pitch"]}, features, {"Transcript": ["a"] * 4})
+    with pytest.raises(ConfigError, match="two different values"):
+        fit_heads(SPEECHLLM_SCHEMA, {"Gender": ["pitch"]}, features, {"Gender": ["Male"] * 3 + [None]})
+
+
+def _gender_model():
+    model = tiny_model()
+    clips = [voice(f0, seed=i) for i, f0 in enumerate([100, 115, 125, 210, 230, 250])]
+    features = model_clip_features(model, clips, ["encoder", "pitch"])
+    labels = {"Gender": ["Male"] * 3 + ["Female"] * 3, "SpeechActivity": [True, False] * 3}
+    model.attribute_heads = fit_heads(model.metadata_schema, {"Gender": ["pitch"], "SpeechActivity": ["encoder"]},
+                                      features, labels)
+    return model
+
+
+def test_the_llm_writes_the_heads_value_and_its_confidence():
+    model = _gender_model()
+    clips = [(voice(108.0, seed=70), RATE), (voice(235.0, seed=71), RATE)]
+    fields = ["Gender", "Transcript", "SpeechActivity"]
+    results = model.generate_meta(clips, fields=fields)
+    assert [r.values["Gender"] for r in results] == ["Male", "Female"]
+    for result in results:
+        assert result.valid
+        assert list(json.loads(result.text)) == fields
+        assert 0.5 < result.confidences["Gender"] <= 1.0
+    # the same clips without heads: the random LLM chooses on its own
+    model.attribute_heads = None
+    plain = model.generate_meta(clips, fields=fields)
+    assert all(r.valid for r in plain)
+
+
+def test_heads_are_saved_and_loaded_with_the_model(tmp_path):
+    model = _gender_model()
+    clip = (voice(112.0, seed=80), RATE)
+    before = model.generate_meta(clip, fields=["Gender", "SpeechActivity"])
+    model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "heads.json").exists()
+    loaded = type(model).from_pretrained(tmp_path / "m")
+    assert loaded.attribute_heads is not None
+    assert sorted(loaded.attribute_heads.fields) == ["Gender", "SpeechActivity"]
+    after = loaded.generate_meta(clip, fields=["Gender", "SpeechActivity"])
+    assert after.values == before.values
+    assert after.confidences == pytest.approx(before.confidences)
+    # heads are not model weights: the checkpoint's own weights are unchanged by them
+    assert not any("attribute_heads" in k for k in loaded.state_dict())
+
+
+def test_broken_heads_files_give_a_clear_error(tmp_path):
+    model = _gender_model()
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "heads.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="attribute heads do not load"):
+        type(model).from_pretrained(tmp_path / "m")
+
+
+def test_forced_values_are_checked():
+    model = tiny_model()
+    tokenizer = model.processor.tokenizer
+    with pytest.raises(InputError, match="Gender"):
+        MetadataConstraint(tokenizer, SPEECHLLM_SCHEMA, ["Gender"], forced=[{"Gender": "Robot"}])
+    with pytest.raises(InputError, match="free text"):
+        MetadataConstraint(tokenizer, SPEECHLLM_SCHEMA, ["Transcript"], forced=[{"Transcript": "hi"}])
+
+
+def test_heads_recipe_keys_are_checked(tmp_path):
+    from speechllm.training.config import load_train_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("heads: {Gender: [pitch, loudness]}\n")
+    with pytest.raises(ConfigError, match="heads.Gender"):
+        load_train_config(recipe)
+    recipe.write_text("heads: {Gender: [pitch, formants]}\n")
+    assert load_train_config(recipe).heads == {"Gender": ["pitch", "formants"]}
+
+
+def test_loaded_heads_match_torch_predictions(tmp_path):
+    model = _gender_model()
+    model.attribute_heads.save(tmp_path)
+    again = AttributeHeads.load(tmp_path, model.metadata_schema)
+    for name in ["Gender", "SpeechActivity"]:
+        for a, b in zip(again.heads[name].state_dict().values(), model.attribute_heads.heads[name].state_dict().values()):
+            assert torch.equal(a, b)
