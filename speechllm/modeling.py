@@ -9,7 +9,6 @@ with only the trained weights plus references to the base encoder and LLM
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
@@ -31,6 +30,8 @@ from .pretrained import resolve_name_or_path
 from .processing import SpeechLLMProcessor
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
+# LLM config fields that make the output head more than a projection (Gemma, Cohere, Granite).
+HEAD_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
 class SpeechLLMConfig(PreTrainedConfig):
@@ -72,14 +73,16 @@ def merge_lora(module: nn.Module) -> nn.Module:
 
 def logits_at(language_model: nn.Module, logits_mask: torch.Tensor, **inputs):
     """`language_model(**inputs)` with its output head applied only where `logits_mask` ((batch, seq)
-    booleans) is True: `logits` are (positions, vocab), row by row. A step's full (batch, seq, vocab)
-    logits cost about as much as the LLM's layers when the vocabulary is large and few positions train."""
+    booleans) is True: `logits` are (positions, vocab), row by row. With a large vocabulary the full
+    (batch, seq, vocab) logits can cost as much as the LLM's layers, and training needs few positions."""
     base = language_model.get_base_model() if hasattr(language_model, "get_base_model") else language_model
-    if "logits_to_keep" in inspect.signature(base.forward).parameters:
-        # The LLM's own head, with whatever scaling or soft-capping it applies to its logits.
-        return language_model(**inputs, logits_to_keep=logits_mask)
-    # LLMs without `logits_to_keep` (Whisper's decoder): their body, then their plain output projection.
-    # Decoder bodies take cross-attention states as `encoder_hidden_states`.
+    if any(getattr(base.config, name, None) not in (None, 1.0) for name in HEAD_POSTPROCESSING):
+        # The head does more than project: let the LLM apply it everywhere, then select.
+        out = language_model(**inputs)
+        out.logits = out.logits[logits_mask]
+        return out
+    # Decoder bodies take cross-attention states as `encoder_hidden_states` (Whisper's causal LM wrapper
+    # takes them as `encoder_outputs`).
     if "encoder_outputs" in inputs:
         inputs["encoder_hidden_states"] = inputs.pop("encoder_outputs")[0]
     body = base.get_decoder()(**inputs)

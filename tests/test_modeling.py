@@ -170,3 +170,22 @@ def test_lora_on_a_tied_decoder_saves_and_reloads(tmp_path):
     conversation = [ask("transcribe", tone(0.6))]
     model.save_pretrained(tmp_path)
     torch.testing.assert_close(logits(AutoModel.from_pretrained(tmp_path), conversation), logits(model, conversation))
+
+
+@pytest.mark.parametrize("make", [lambda: tiny_model(llm={"train": "lora"}), cross_attention_model], ids=["prefix", "cross_attention"])
+def test_logits_at_answer_positions_equal_the_full_logits_there(make):
+    # Training computes the LLM head at answer positions only (Llama through `logits_to_keep`, Whisper's
+    # decoder through its body and head); the values must be those of the full forward.
+    from speechllm.training.losses import answer_positions
+
+    model = make()
+    conversations = [ask("transcribe", tone(0.4 + 0.3 * i, seed=i)) + [{"role": "assistant", "content": "hello world " * (i + 1)}]
+                     for i in range(3)]
+    batch = model.processor(conversations, add_generation_prompt=False)
+    labels = batch.pop("labels")
+    mask = answer_positions(labels)
+    with torch.no_grad():
+        full = model(**batch).logits
+        kept = model(**batch, logits_mask=mask).logits
+    assert kept.shape == (int(mask.sum()), full.shape[-1])
+    torch.testing.assert_close(kept, full[mask])

@@ -37,25 +37,30 @@ def answer_positions(labels: torch.Tensor) -> torch.Tensor:
     return predicts
 
 
+def at_answers(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Logits at answer positions, (answer tokens, vocab): taken from full (batch, seq, vocab) logits, or
+    passed through when the model computed them there only (`model(..., logits_mask=answer_positions(labels))`)."""
+    return logits[answer_positions(labels)] if logits.dim() == 3 else logits
+
+
 def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over answer tokens. `logits` are (batch, seq, vocab)."""
-    mask = answer_positions(labels)
-    targets = labels[:, 1:][mask[:, :-1]]
-    return F.cross_entropy(logits[mask].float(), targets, reduction="sum")
+    """Summed next-token cross-entropy over answer tokens; `logits` as `at_answers` takes them."""
+    targets = labels[:, 1:][answer_positions(labels)[:, :-1]]
+    return F.cross_entropy(at_answers(logits, labels).float(), targets, reduction="sum")
 
 
 def distillation_sums(
     student_logits, teacher_logits, student_hidden, teacher_hidden, student_labels, teacher_labels, config: LossConfig
 ) -> dict[str, torch.Tensor]:
     """Summed soft cross-entropy (with temperature) and hidden-state MSE between the audio run and the
-    text run, on answer positions only. The answers are the same tokens in both runs, in the same order,
-    so the k-th answer position of one matches the k-th of the other."""
+    text run, on answer positions only (logits as `at_answers` takes them). The answers are the same tokens
+    in both runs, in the same order, so the k-th answer position of one matches the k-th of the other."""
     s_mask, t_mask = answer_positions(student_labels), answer_positions(teacher_labels)
     sums = {}
     if config.distill_logits > 0:
         t = config.temperature
-        teacher = F.softmax(teacher_logits[t_mask].float() / t, dim=-1)
-        student = F.log_softmax(student_logits[s_mask].float() / t, dim=-1)
+        teacher = F.softmax(at_answers(teacher_logits, teacher_labels).float() / t, dim=-1)
+        student = F.log_softmax(at_answers(student_logits, student_labels).float() / t, dim=-1)
         # Soft cross-entropy minus the teacher's entropy (= KL), so a perfect student scores exactly 0.
         entropy = (teacher * teacher.clamp_min(1e-12).log()).sum(-1)
         sums["distill_logits"] = ((-(teacher * student).sum(-1) + entropy).sum()) * t * t

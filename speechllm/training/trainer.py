@@ -287,6 +287,7 @@ class Trainer:
             if (self.config.save_every and done % self.config.save_every == 0) or done == stage.steps:
                 self.save_checkpoint(index, done)
         if cache is not None:
+            self.history.append({"stage": stage.name, "feature_cache_hits": cache.hits, "feature_cache_misses": cache.misses})
             acc.print(f"feature cache: {cache.hits} hits, {cache.misses} misses")
         self.model = acc.unwrap_model(model)
 
