@@ -29,6 +29,16 @@ def cmd_targets(args):
     print(json.dumps(stats, indent=1, default=str))
 
 
+def cmd_heads(args):
+    from .evaluation.batch_infer import resolve_model
+    from .heads import fit_model_heads, parse_head_features
+
+    model = resolve_model(args.model)
+    heads = fit_model_heads(model, args.manifests, parse_head_features(args.head))
+    model.save_pretrained(args.out, trainable_only=model.config.weights == "trainable")
+    print(f"attribute heads {heads.fields} fitted; model with heads written to {args.out}")
+
+
 def cmd_synth(args):
     from .data.synth import build_corpus
 
@@ -157,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing a partial output")
     p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("heads", help="fit attribute heads (small classifiers that decide label fields) onto a model")
+    p.add_argument("model", help="saved model directory or hub id")
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="labelled JSONL training manifest(s)")
+    p.add_argument("--head", action="append", required=True, metavar="FIELD=FEATURE,...",
+                   help="a field and its features, e.g. Gender=pitch,formants (repeatable); features: "
+                        "pitch, formants, vad, encoder")
+    p.add_argument("--out", required=True, help="folder for the model with its heads")
+    p.set_defaults(func=cmd_heads)
 
     p = sub.add_parser("data", help="build data sets")
     data = p.add_subparsers(dest="data_command", required=True)

@@ -13,6 +13,8 @@ Features (one registry; each maps 16 kHz clips and the encoder's frames to a (cl
              (a shouting man can reach 260 Hz, a low female voice sits at 150 Hz)
 - `vad`:     Silero VAD (its ONNX weights ship inside the faster-whisper package): mean and max speech
              probability, fraction of 32 ms windows above 0.5
+- `voice`:   a 256-d speaker embedding from resemblyzer's voice encoder (weights in the resemblyzer package,
+             trained on real speakers): who is speaking, which carries gender and accent
 - `encoder`: mean and standard deviation of the model's encoder frames over the clip's own frames
 
 A head is a logistic regression on standardised features, fitted with L-BFGS (`fit_heads`); its weights are a few
@@ -131,9 +133,12 @@ def formant_track(audio: np.ndarray, *, order: int = 14, rate: int = 11025) -> n
     frames = frames[energy > max(energy.max() * 1e-2, 1e-10)]
     spectrum = np.fft.rfft(frames, n=2 * frame)
     r = np.fft.irfft(np.abs(spectrum) ** 2)[:, :order + 1]
+    polys = _levinson(r, order)
+    companion = np.zeros((len(polys), order, order))  # the roots of each polynomial, all frames in one call
+    companion[:, 0, :] = -polys[:, 1:]
+    companion[:, np.arange(1, order), np.arange(order - 1)] = 1.0
     out = []
-    for poly in _levinson(r, order):
-        roots = np.roots(poly)
+    for roots in np.linalg.eigvals(companion):
         roots = roots[roots.imag > 0]
         freq = np.angle(roots) * rate / (2 * np.pi)
         bandwidth = -np.log(np.maximum(np.abs(roots), 1e-9)) * rate / np.pi
@@ -152,6 +157,75 @@ def formant_features(clips: Sequence[np.ndarray], encoder_frames=None) -> np.nda
         median = np.median(track, axis=0) if len(track) else np.array([500.0, 1500.0, 2500.0])
         rows.append(np.log2(median))
     return np.asarray(rows, dtype=np.float32)
+
+
+class VoiceEncoder(nn.Module):
+    """Resemblyzer's speaker encoder (GE2E d-vectors: 3-layer LSTM over 40 mel bands, trained on thousands of real
+    speakers). Its weights ship inside the PyPI package `resemblyzer`; this is our own reimplementation of its
+    forward pass and mel front end (numpy, no librosa), checked against the package's own code."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(40, 256, 3, batch_first=True)
+        self.linear = nn.Linear(256, 256)
+        self.mel_filters = None
+
+    @classmethod
+    def packaged(cls) -> "VoiceEncoder":
+        import importlib.util
+
+        spec = importlib.util.find_spec("resemblyzer")
+        path = Path(spec.origin).parent / "pretrained.pt" if spec and spec.origin else None
+        if path is None or not path.exists():
+            raise ConfigError("the 'voice' head feature needs the weights of the PyPI package resemblyzer "
+                              "(pip install resemblyzer)")
+        state = torch.load(path, map_location="cpu", weights_only=True)["model_state"]
+        encoder = cls()
+        encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("similarity")})
+        return encoder.eval()
+
+    def mel(self, audio: np.ndarray) -> np.ndarray:
+        """Power mel spectrogram (frames, 40): 25 ms Hann windows every 10 ms, centred, Slaney mel bands."""
+        if self.mel_filters is None:
+            from transformers.audio_utils import mel_filter_bank
+
+            self.mel_filters = mel_filter_bank(num_frequency_bins=201, num_mel_filters=40, min_frequency=0.0,
+                                               max_frequency=8000.0, sampling_rate=RATE, norm="slaney",
+                                               mel_scale="slaney")
+        padded = np.pad(np.asarray(audio, dtype=np.float64), (200, 200))
+        frames = np.lib.stride_tricks.sliding_window_view(padded, 400)[::160]
+        power = np.abs(np.fft.rfft(frames * np.hanning(401)[:-1], n=400)) ** 2
+        return (power @ self.mel_filters).astype(np.float32)
+
+    @torch.no_grad()
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        """One L2-normalised 256-d voice embedding: the mean over 1.6 s windows (every 0.77 s) of the clip,
+        raised to -30 dBFS first as resemblyzer does."""
+        audio = np.asarray(audio, dtype=np.float32)
+        level = 20 * np.log10(np.sqrt(np.mean(audio ** 2)) + 1e-9)
+        if level < -30:
+            audio = audio * 10 ** ((-30 - level) / 20)
+        mel = self.mel(audio)
+        starts = list(range(0, max(len(mel) - 160, 0) + 1, 77))
+        if starts[-1] + 160 < len(mel):
+            starts.append(starts[-1] + 77)
+        mel = np.pad(mel, ((0, max(0, starts[-1] + 160 - len(mel))), (0, 0)))
+        _, (hidden, _) = self.lstm(torch.from_numpy(np.stack([mel[s:s + 160] for s in starts])))
+        parts = torch.relu(self.linear(hidden[-1]))
+        parts = parts / parts.norm(dim=1, keepdim=True).clamp_min(1e-9)
+        mean = parts.mean(0)
+        return (mean / mean.norm().clamp_min(1e-9)).numpy()
+
+
+_VOICE = {}
+
+
+@register_feature("voice")
+def voice_features(clips: Sequence[np.ndarray], encoder_frames=None) -> np.ndarray:
+    """Speaker embedding of a voice encoder trained on real speakers (see VoiceEncoder)."""
+    if "model" not in _VOICE:
+        _VOICE["model"] = VoiceEncoder.packaged()
+    return np.stack([_VOICE["model"].embed(audio) for audio in clips]).astype(np.float32)
 
 
 _VAD = {}
@@ -348,13 +422,29 @@ def fit_heads(schema: MetadataSchema, head_features: dict[str, list[str]], featu
     return heads.eval()
 
 
-def model_clip_features(model, clips: Sequence[np.ndarray], names: Sequence[str], *,
-                        batch_size: int = 16) -> dict[str, np.ndarray]:
+def parse_head_features(items: Sequence[str]) -> dict[str, list[str]]:
+    """["Gender=pitch,formants", ...] -> {"Gender": ["pitch", "formants"]}, checking the feature names."""
+    out = {}
+    for item in items:
+        name, _, features = item.partition("=")
+        wanted = [f.strip() for f in features.split(",") if f.strip()]
+        unknown = sorted(set(wanted) - set(FEATURES))
+        if not name.strip() or not wanted or unknown:
+            raise ConfigError(f"head {item!r}: write FIELD=FEATURE,... with features from {sorted(FEATURES)}")
+        out[name.strip()] = wanted
+    return out
+
+
+def model_clip_features(model, clips: Sequence[np.ndarray], names: Sequence[str], *, batch_size: int = 16,
+                        progress: bool = False) -> dict[str, np.ndarray]:
     """The features `names` of 16 kHz clips, with the model's encoder where a feature needs it (batched)."""
+    from tqdm import tqdm
+
     from .audio import pad_batch
 
     out: dict[str, list] = {n: [] for n in names}
-    for start in range(0, len(clips), batch_size):
+    starts = range(0, len(clips), batch_size)
+    for start in tqdm(starts, desc=f"head features ({', '.join(names)})", unit="batch", disable=not progress):
         group = list(clips[start:start + batch_size])
         frames = None
         if "encoder" in names:
@@ -385,6 +475,6 @@ def fit_model_heads(model, manifests: Sequence, head_features: dict[str, list[st
         values = record.metadata(schema)
         for name in head_features:
             labels[name].append(values.get(name))
-    features = model_clip_features(model, clips, wanted, batch_size=batch_size)
+    features = model_clip_features(model, clips, wanted, batch_size=batch_size, progress=progress)
     model.attribute_heads = fit_heads(schema, head_features, features, labels)
     return model.attribute_heads

@@ -2,7 +2,8 @@
 
 1. The default model answers about three example clips at once (speech by two voices, and noise).
 2. A small synthetic corpus is spoken (espeak-ng and piper voices, labels true by construction).
-3. A small model is trained on it from the packaged Whisper tiny.en weights (configs/default.yaml, fewer steps).
+3. A small model is trained on it from the packaged Whisper tiny.en weights (configs/default.yaml, fewer steps),
+   and its attribute heads are fitted (heads.py).
 4. Both models are evaluated side by side on held-out synthetic clips and, when present, real recordings.
 """
 
@@ -86,6 +87,8 @@ def quickstart(out_dir: str | Path = "runs/quickstart", *, clips: int = 400, ste
         f"eval_data.sources.0.manifest={corpus / 'dev.jsonl'}", f"output_dir={out / 'model'}",
         f"stages.0.steps={steps}", f"stages.0.batch_size={batch_size}", f"stages.0.warmup_steps={max(steps // 10, 1)}",
         "save_every=0", "report_to=[]", "eval_samples=1",
+        # the recipe's heads, less the pooled-encoder feature: one more encoder pass over the corpus costs minutes
+        "heads={SpeechActivity: [vad, pitch], Gender: [voice], Accent: [voice]}",
     ])
     trained = load(train(config))
     answer(trained, examples)

@@ -157,3 +157,15 @@ def test_loaded_heads_match_torch_predictions(tmp_path):
     for name in ["Gender", "SpeechActivity"]:
         for a, b in zip(again.heads[name].state_dict().values(), model.attribute_heads.heads[name].state_dict().values()):
             assert torch.equal(a, b)
+
+
+def test_voice_embeddings_are_unit_vectors_closer_for_the_same_voice():
+    from speechllm.heads import voice_features
+
+    a1, a2 = voice(110.0, (500, 1400, 2400), 2.0, seed=1), voice(110.0, (500, 1400, 2400), 2.0, seed=2)
+    other = voice(240.0, (700, 1900, 3100), 2.0, seed=3)
+    e = voice_features([a1, a2, other])
+    assert e.shape == (3, 256)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
+    assert e[0] @ e[1] > e[0] @ e[2]
+    np.testing.assert_array_equal(voice_features([a1]), e[:1])  # deterministic, batch-independent
