@@ -197,10 +197,9 @@ class VoiceEncoder(nn.Module):
         power = np.abs(np.fft.rfft(frames * np.hanning(401)[:-1], n=400)) ** 2
         return (power @ self.mel_filters).astype(np.float32)
 
-    @torch.no_grad()
-    def embed(self, audio: np.ndarray) -> np.ndarray:
-        """One L2-normalised 256-d voice embedding: the mean over 1.6 s windows (every 0.77 s) of the clip,
-        raised to -30 dBFS first as resemblyzer does."""
+    def windows(self, audio: np.ndarray) -> np.ndarray:
+        """The clip's 1.6 s mel windows (every 0.77 s, the last one zero-padded), raised to -30 dBFS first as
+        resemblyzer does: (windows, 160, 40)."""
         audio = np.asarray(audio, dtype=np.float32)
         level = 20 * np.log10(np.sqrt(np.mean(audio ** 2)) + 1e-9)
         if level < -30:
@@ -210,11 +209,21 @@ class VoiceEncoder(nn.Module):
         if starts[-1] + 160 < len(mel):
             starts.append(starts[-1] + 77)
         mel = np.pad(mel, ((0, max(0, starts[-1] + 160 - len(mel))), (0, 0)))
-        _, (hidden, _) = self.lstm(torch.from_numpy(np.stack([mel[s:s + 160] for s in starts])))
+        return np.stack([mel[s:s + 160] for s in starts])
+
+    @torch.no_grad()
+    def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        """One L2-normalised 256-d voice embedding per clip: the normalised mean of its windows' embeddings.
+        All windows of all clips go through the LSTM as one batch."""
+        windows = [self.windows(audio) for audio in clips]
+        _, (hidden, _) = self.lstm(torch.from_numpy(np.concatenate(windows)))
         parts = torch.relu(self.linear(hidden[-1]))
         parts = parts / parts.norm(dim=1, keepdim=True).clamp_min(1e-9)
-        mean = parts.mean(0)
-        return (mean / mean.norm().clamp_min(1e-9)).numpy()
+        out = []
+        for part in parts.split([len(w) for w in windows]):
+            mean = part.mean(0)
+            out.append((mean / mean.norm().clamp_min(1e-9)).numpy())
+        return np.stack(out)
 
 
 _VOICE = {}
@@ -225,7 +234,7 @@ def voice_features(clips: Sequence[np.ndarray], encoder_frames=None) -> np.ndarr
     """Speaker embedding of a voice encoder trained on real speakers (see VoiceEncoder)."""
     if "model" not in _VOICE:
         _VOICE["model"] = VoiceEncoder.packaged()
-    return np.stack([_VOICE["model"].embed(audio) for audio in clips]).astype(np.float32)
+    return _VOICE["model"].embed(clips).astype(np.float32)
 
 
 _VAD = {}

@@ -92,6 +92,10 @@ def metadata_batch(model, batch: dict, schema: MetadataSchema, names: Sequence[s
     constraint = MetadataConstraint(tokenizer, schema, names, forced=forced)
     # The constraint's worst-case length guarantees a complete answer; a smaller limit may cut it.
     limit = max_new_tokens or constraint.max_new_tokens or 512
+    config = model.language_model.config
+    positions = getattr(config, "max_target_positions", None) or getattr(config, "max_position_embeddings", None)
+    if positions:  # Whisper's decoder has 448 positions; past them generate would fail, not stop
+        limit = max(1, min(limit, positions - batch["input_ids"].shape[1]))
     out = model.generate(
         **batch, audio_features=audio_features, max_new_tokens=limit, do_sample=False,
         logits_processor=[constraint], output_scores=True, return_dict_in_generate=True,

@@ -168,4 +168,4 @@ def test_voice_embeddings_are_unit_vectors_closer_for_the_same_voice():
     assert e.shape == (3, 256)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
     assert e[0] @ e[1] > e[0] @ e[2]
-    np.testing.assert_array_equal(voice_features([a1]), e[:1])  # deterministic, batch-independent
+    np.testing.assert_allclose(voice_features([a1]), e[:1], atol=1e-5)  # the batch does not change a clip's embedding
