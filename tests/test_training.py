@@ -164,3 +164,16 @@ def test_bad_manifest_stops_the_run_with_file_and_line(tmp_path, toy):
     )
     assert result.returncode == 1
     assert "bad.jsonl:2" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+@pytest.mark.parametrize("native", [False, True])
+def test_half_precision_on_a_cpu_without_native_support_falls_back_to_fp32(monkeypatch, capsys, native):
+    import speechllm.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_bf16", lambda: native)
+    assert trainer_module.resolve_precision("bf16") == ("bf16" if native else "fp32")
+    assert ("no native support" in capsys.readouterr().out) != native
+    assert trainer_module.resolve_precision("fp16") == "fp32"  # CPU autocast in fp16 is emulated everywhere
+    assert trainer_module.resolve_precision("auto") == "fp32"
+    assert trainer_module.resolve_precision("fp32") == "fp32"

@@ -59,6 +59,28 @@ def set_trainable(model: SpeechLLMForConditionalGeneration, parts: list[str]) ->
     return trained
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str) -> str:
+    """The precision to train in: "auto" is bf16 on a GPU that has it, else fp32; half precision asked for on a
+    CPU without native support for it falls back to fp32, saying so."""
+    if requested == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if requested != "fp32" and not torch.cuda.is_available() and not (requested == "bf16" and cpu_has_bf16()):
+        # Emulated half precision on a CPU is no saving: a bf16 convolution ran 28x slower than fp32 on an AMD
+        # EPYC without avx512_bf16. The recipe's numbers stay the same; only the arithmetic changes.
+        print(f"precision {requested}: this CPU has no native support for it; training in fp32", flush=True)
+        return "fp32"
+    return requested
+
+
 def encoder_is_frozen(model) -> bool:
     return not any(p.requires_grad for p in model.encoder.parameters())
 
@@ -67,9 +89,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, model=None):
         self.config = config
         self.output_dir = Path(config.output_dir)
-        precision = config.precision
-        if precision == "auto":
-            precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+        precision = resolve_precision(config.precision)
         self.accelerator = Accelerator(
             # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) join over gloo.
             cpu=not torch.cuda.is_available(),
