@@ -365,6 +365,7 @@ class AttributeHeads(nn.Module):
 
     def save(self, directory) -> None:
         directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         (directory / HEADS_CONFIG).write_text(json.dumps(self.spec, indent=1))
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / HEADS_WEIGHTS))
 

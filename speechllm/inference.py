@@ -11,7 +11,11 @@ import torch
 from .audio import AudioInput
 from .data.tasks import instructions, prompt_message
 from .errors import InputError
-from .metadata import SPEECHLLM_SCHEMA, MetadataConstraint, MetadataResult, MetadataSchema, decode_results, instruction_for
+from .metadata import (
+    MetadataConstraint, MetadataResult, MetadataSchema, decode_results, instruction_for, serialize,
+)
+
+SPEECH_FIELD, TRANSCRIPT_FIELD = "SpeechActivity", "Transcript"
 
 
 def _batches(items: list, size: int):
@@ -107,6 +111,11 @@ def metadata_batch(model, batch: dict, schema: MetadataSchema, names: Sequence[s
     if head_names:
         for result, row in zip(results, decisions):
             result.confidences.update({n: d.confidence for n, d in row.items() if n in result.values})
+            # A head ruled there is no speech: then there are no words either, whatever few the LLM wrote for noise.
+            no_speech = SPEECH_FIELD in row and row[SPEECH_FIELD].value is False
+            if no_speech and result.valid and result.values.get(TRANSCRIPT_FIELD):
+                result.values[TRANSCRIPT_FIELD] = ""
+                result.text = serialize(result.values, names, schema)
     new_tokens = out.sequences[:, out.sequences.shape[1] - len(out.scores):].tolist()
     return results, new_tokens
 

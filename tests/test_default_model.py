@@ -31,6 +31,7 @@ def test_the_default_model_tells_speech_from_noise_and_men_from_women(model, cli
     assert all(r.valid for r in results)
     assert [r.values["SpeechActivity"] for r in results] == [True, True, False]
     assert [r.values["Gender"] for r in results[:2]] == ["Male", "Female"]
+    assert results[2].values["Transcript"] == ""  # no speech, no words
     assert "museum" in results[0].values["Transcript"].lower()
     for result in results:
         assert set(result.confidences) == {"SpeechActivity", "Gender", "Accent"}

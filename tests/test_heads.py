@@ -169,3 +169,19 @@ def test_voice_embeddings_are_unit_vectors_closer_for_the_same_voice():
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
     assert e[0] @ e[1] > e[0] @ e[2]
     np.testing.assert_allclose(voice_features([a1]), e[:1], atol=1e-5)  # the batch does not change a clip's embedding
+
+
+def test_no_speech_by_the_head_means_an_empty_transcript():
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    speech = [voice(f0, seed=i) for i, f0 in enumerate([110, 150, 220, 260])]
+    quiet = [(0.05 * rng.standard_normal(RATE)).astype(np.float32) for _ in range(4)]
+    features = model_clip_features(model, speech + quiet, ["pitch"])
+    model.attribute_heads = fit_heads(model.metadata_schema, {"SpeechActivity": ["pitch"]}, features,
+                                      {"SpeechActivity": [True] * 4 + [False] * 4})
+    fields = ["SpeechActivity", "Transcript"]
+    noise, vowel = (0.05 * rng.standard_normal(RATE)).astype(np.float32), voice(180.0, seed=9)
+    without_speech, with_speech = model.generate_meta([(noise, RATE), (vowel, RATE)], fields=fields)
+    assert without_speech.values == {"SpeechActivity": False, "Transcript": ""}
+    assert json.loads(without_speech.text) == without_speech.values and without_speech.valid
+    assert with_speech.values["SpeechActivity"] is True

@@ -168,3 +168,19 @@ def test_piper_voice_is_deterministic():
     b = synthesize(voices[0], "Good morning, everyone.", np.random.default_rng(5))
     assert np.array_equal(a, b) and 0.5 < len(a) / SAMPLE_RATE < 4.0
     assert (voices[0].gender, voices[0].accent) == ("Male", "America")
+
+
+@needs_espeak
+def test_every_espeak_language_voice_applies_its_gender_variant():
+    """A male and a female variant of each language voice must differ (they did not for en-gb: the language code
+    picked an MBROLA voice that ignores variants, so 'female' en-gb clips were male)."""
+    from speechllm.data.synth.espeak import LANGUAGES
+
+    for language, _, _ in LANGUAGES:
+        try:
+            male, female = resolve_voices([f"espeak:{language}+m3", f"espeak:{language}+f3"])
+        except ConfigError:
+            continue  # this espeak-ng build lacks the language
+        a = synthesize(male, "hello there my friend", np.random.default_rng(0))
+        b = synthesize(female, "hello there my friend", np.random.default_rng(0))
+        assert a.shape != b.shape or not np.allclose(a, b), language

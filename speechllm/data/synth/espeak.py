@@ -7,6 +7,7 @@ female variants), whose pitch and formant settings define the speaker's gender. 
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 
@@ -81,7 +82,8 @@ class EspeakBackend(Backend):
         if language in RESPELLINGS:
             source = RESPELLINGS[language].source
             text = respell(self._run(["-q", "--ipa", "-v", source], text).decode("utf-8").splitlines(), language)
-        wav = self._run(["--stdout", "-v", f"{language}+{variant}", "-s", str(rate), "-p", str(pitch)], text)
+        voice_file = self._voice_files().get(language, language)
+        wav = self._run(["--stdout", "-v", f"{voice_file}+{variant}", "-s", str(rate), "-p", str(pitch)], text)
         return to_16k(*_pcm_from_wav(wav))
 
     @staticmethod
@@ -96,6 +98,20 @@ class EspeakBackend(Backend):
     def _installed_languages() -> set[str]:
         listing = subprocess.run([_BINARY, "--voices"], capture_output=True, timeout=_TIMEOUT_S).stdout.decode()
         return {line.split()[1] for line in listing.splitlines()[1:] if len(line.split()) > 1}
+
+    @staticmethod
+    @functools.cache
+    def _voice_files() -> dict[str, str]:
+        """Each language's espeak-ng voice file (e.g. en-gb -> gmw/en). Naming the file, not the language, matters:
+        `-v en-gb+f3` resolves to an MBROLA voice that ignores variants, so every en-gb "variant" was the same
+        male voice; `-v gmw/en+f3` applies the variant. MBROLA voices (mb/...) are skipped for the same reason."""
+        listing = subprocess.run([_BINARY, "--voices"], capture_output=True, timeout=_TIMEOUT_S).stdout.decode()
+        files = {}
+        for line in listing.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) >= 5 and not parts[4].startswith("mb/"):
+                files.setdefault(parts[1], parts[4])
+        return files
 
 
 def _pcm_from_wav(wav: bytes) -> tuple[np.ndarray, int]:
