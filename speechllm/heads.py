@@ -2,8 +2,9 @@
 
 Why: speaker attributes learned by the LLM from a few thousand synthetic clips do not carry over to real speech
 (the default model guessed gender at chance on real recordings). A field's head reads a few clip-level features
-chosen for that field, features that mean the same thing on real and synthetic audio: the pitch of the voice for
-gender, a pretrained voice-activity detector for speech activity, the encoder's pooled frames for accent. The head
+chosen for that field, features that mean the same thing on real and synthetic audio: a speaker embedding trained on
+real voices for gender, a pretrained voice-activity detector for speech activity, the encoder's pooled frames for
+accent. The head
 picks the value; `MetadataConstraint` then makes the LLM write exactly that value in its JSON, so the rest of the
 answer (the transcript above all) is conditioned on it, and the value's confidence is the head's probability.
 
@@ -18,7 +19,8 @@ Features (one registry; each maps 16 kHz clips and the encoder's frames to a (cl
 - `encoder`: mean and standard deviation of the model's encoder frames over the clip's own frames
 
 A head is a logistic regression on standardised features, fitted with L-BFGS (`fit_heads`); its weights are a few
-hundred numbers, saved beside the model as heads.safetensors + heads.json.
+thousand numbers, saved beside the model as heads.safetensors + heads.json. When a head rules a clip has no speech,
+the transcript is left empty (inference.metadata_batch).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from .metadata import (
 )
 
 SPEECH_FIELD, TRANSCRIPT_FIELD = "SpeechActivity", "Transcript"
+NO_SPEECH_CERTAINTY = 0.99  # a speech-activity head's probability of "no speech" above which the transcript is emptied
 
 
 def _batches(items: list, size: int):
@@ -111,8 +112,10 @@ def metadata_batch(model, batch: dict, schema: MetadataSchema, names: Sequence[s
     if head_names:
         for result, row in zip(results, decisions):
             result.confidences.update({n: d.confidence for n, d in row.items() if n in result.values})
-            # A head ruled there is no speech: then there are no words either, whatever few the LLM wrote for noise.
-            no_speech = SPEECH_FIELD in row and row[SPEECH_FIELD].value is False
+            # A head sure there is no speech: then there are no words either, whatever few the LLM wrote for noise.
+            # Only when near-certain: a borderline call must not delete the words of a quiet real speaker.
+            no_speech = (SPEECH_FIELD in row and row[SPEECH_FIELD].value is False
+                         and row[SPEECH_FIELD].confidence >= NO_SPEECH_CERTAINTY)
             if no_speech and result.valid and result.values.get(TRANSCRIPT_FIELD):
                 result.values[TRANSCRIPT_FIELD] = ""
                 result.text = serialize(result.values, names, schema)
