@@ -185,3 +185,25 @@ def test_no_speech_by_the_head_means_an_empty_transcript():
     assert without_speech.values == {"SpeechActivity": False, "Transcript": ""}
     assert json.loads(without_speech.text) == without_speech.values and without_speech.valid
     assert with_speech.values["SpeechActivity"] is True
+
+
+def test_heads_command_fits_heads_onto_a_saved_model(tmp_path, capsys):
+    import soundfile as sf
+
+    from speechllm.cli import main
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "model")
+    rows = []
+    for i, (f0, gender) in enumerate([(100, "Male"), (120, "Male"), (210, "Female"), (240, "Female")]):
+        sf.write(tmp_path / f"{i}.wav", voice(f0, seed=i), RATE)
+        rows.append({"audio": f"{i}.wav", "transcript": "a", "gender": gender})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["heads", str(tmp_path / "model"), str(tmp_path / "train.jsonl"), "--head", "Gender=pitch",
+                 "--out", str(tmp_path / "with-heads")]) in (0, None)
+    loaded = type(model).from_pretrained(tmp_path / "with-heads")
+    assert loaded.attribute_heads.fields == ["Gender"]
+    assert loaded.generate_meta((voice(230.0, seed=9), RATE), fields=["Gender"]).values == {"Gender": "Female"}
+    assert main(["heads", str(tmp_path / "model"), str(tmp_path / "train.jsonl"), "--head", "Gender=loudness",
+                 "--out", str(tmp_path / "x")]) == 1
+    assert "FIELD=FEATURE" in capsys.readouterr().err
