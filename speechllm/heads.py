@@ -35,10 +35,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .audio import SAMPLE_RATE as RATE
 from .errors import ConfigError
 from .metadata import Field, MetadataSchema
 
-RATE = 16000
 HEADS_CONFIG, HEADS_WEIGHTS = "heads.json", "heads.safetensors"
 
 FEATURES: dict[str, Callable] = {}
@@ -294,10 +294,8 @@ def clip_features(names: Sequence[str], clips: Sequence[np.ndarray], encoder_fra
 
 def field_values(field: Field) -> tuple:
     """The values a head chooses among, in the order of its outputs."""
-    if field.kind == "label":
-        return field.labels
-    if field.kind == "bool":
-        return (True, False)
+    if field.choices:
+        return field.choices
     raise ConfigError(f"metadata field {field.name!r} is free text; only label and bool fields can have a head")
 
 
@@ -340,10 +338,6 @@ class AttributeHeads(nn.Module):
     @property
     def fields(self) -> list[str]:
         return list(self.spec)
-
-    @property
-    def feature_names(self) -> list[str]:
-        return sorted({f for s in self.spec.values() for f in s["features"]})
 
     def needs_encoder(self, names: Sequence[str]) -> bool:
         return any("encoder" in self.spec[n]["features"] for n in names if n in self.spec)
@@ -434,16 +428,21 @@ def fit_heads(schema: MetadataSchema, head_features: dict[str, list[str]], featu
     return heads.eval()
 
 
+def check_head_features(name, features, where: str) -> None:
+    """ConfigError naming `where` unless `features` is a non-empty list of known feature names for field `name`."""
+    if not (isinstance(name, str) and name and isinstance(features, list) and features
+            and set(features) <= set(FEATURES)):
+        raise ConfigError(f"{where}: give a field and a list of features from {sorted(FEATURES)}, "
+                          f"got {name!r}: {features!r}")
+
+
 def parse_head_features(items: Sequence[str]) -> dict[str, list[str]]:
     """["Gender=pitch,formants", ...] -> {"Gender": ["pitch", "formants"]}, checking the feature names."""
     out = {}
     for item in items:
         name, _, features = item.partition("=")
-        wanted = [f.strip() for f in features.split(",") if f.strip()]
-        unknown = sorted(set(wanted) - set(FEATURES))
-        if not name.strip() or not wanted or unknown:
-            raise ConfigError(f"head {item!r}: write FIELD=FEATURE,... with features from {sorted(FEATURES)}")
-        out[name.strip()] = wanted
+        out[name.strip()] = [f.strip() for f in features.split(",") if f.strip()]
+        check_head_features(name.strip(), out[name.strip()], f"head {item!r} (write FIELD=FEATURE,...)")
     return out
 
 

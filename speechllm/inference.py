@@ -10,7 +10,6 @@ import torch
 
 from .audio import AudioInput
 from .data.tasks import instructions, prompt_message
-from .errors import InputError
 from .metadata import (
     MetadataConstraint, MetadataResult, MetadataSchema, decode_results, instruction_for, serialize,
 )
@@ -52,10 +51,6 @@ def transcribe(model, audio: AudioInput | Sequence[AudioInput], *, instruction: 
     return answers[0] if single else answers
 
 
-def model_schema(model) -> MetadataSchema:
-    return model.metadata_schema
-
-
 def generate_meta(model, audio: AudioInput | Sequence[AudioInput], fields: Sequence[str] | None = None,
                   instruction: str | None = None, *, batch_size: int = 8,
                   max_new_tokens: int | None = None) -> MetadataResult | list[MetadataResult]:
@@ -65,7 +60,7 @@ def generate_meta(model, audio: AudioInput | Sequence[AudioInput], fields: Seque
     well-formed JSON; each label field comes with the probability of the chosen label. One clip gives
     one MetadataResult, a list of clips a list.
     """
-    schema = model_schema(model)
+    schema = model.metadata_schema
     names = list(fields) if fields is not None else schema.names
     schema.subset(names)  # unknown field names fail here, naming the valid ones
     single = not isinstance(audio, (list, tuple)) or _is_array_pair(audio)

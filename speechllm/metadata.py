@@ -70,6 +70,11 @@ class Field:
                                            or self.max_chars < 1):
             raise ConfigError(f"{where}: max_chars must be a positive int, and only on a 'text' field")
 
+    @property
+    def choices(self) -> tuple:
+        """The values a label or bool field can take, in a fixed order (none for free text)."""
+        return self.labels if self.kind == "label" else (True, False) if self.kind == "bool" else ()
+
     def to_config(self) -> dict:
         """This field as a plain dict that `MetadataSchema.from_config` reads back."""
         out = {"name": self.name, "kind": self.kind}
@@ -293,13 +298,9 @@ def _ebnf(fields: tuple[Field, ...], lead: str) -> str:
         if f.kind == "text":
             body = '"\\"" string'  # max_chars is enforced by _Cursor, not here (see _STRING)
         else:
-            body = " | ".join(lit(json.dumps(x, ensure_ascii=False)) for x in _options(f))
+            body = " | ".join(lit(json.dumps(x, ensure_ascii=False)) for x in f.choices)
         rules.append(f"v{i} ::= {body}")
     return "\n".join(rules + [_STRING])
-
-
-def _options(f: Field) -> tuple:
-    return f.labels if f.kind == "label" else (True, False)
 
 
 @dataclass
@@ -399,7 +400,7 @@ def _layout_for(tokenizer, schema: MetadataSchema) -> _Layout:
             bound.append(None if f.max_chars is None else 4 + 6 * f.max_chars)  # a char is at most 6 bytes (\u00XX)
             continue
         paths = {_canonical(tokenizer, vocab_bytes, json.dumps(f.name) + ":",
-                            " " + json.dumps(x, ensure_ascii=False) + close)[0]: x for x in _options(f)}
+                            " " + json.dumps(x, ensure_ascii=False) + close)[0]: x for x in f.choices}
         chunks.append(_Chunk(f, True, close.encode(), paths))
         bound.append(max(map(len, paths)))
     layout = _Layout(chunks, vocab_bytes, torch.tensor([len(b) for b in vocab_bytes]),

@@ -21,7 +21,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import speechllm  # noqa: E402
 from speechllm import cli  # noqa: E402
-from speechllm.inference import model_schema  # noqa: E402
 from speechllm.serving import ServerConfig, create_app  # noqa: E402
 from speechllm.testing import tiny_model  # noqa: E402
 from tests.conftest import tone  # noqa: E402
@@ -108,8 +107,8 @@ def test_health_models_schema_and_openapi(client, model):
                                             "queued": 0}
     assert client.get("/v1/models").json()["data"][0]["id"] == "tiny"
     schema = client.get("/v1/schema").json()
-    assert [f["name"] for f in schema["fields"]] == model_schema(model).names
-    assert schema["json_schema"] == model_schema(model).json_schema()
+    assert [f["name"] for f in schema["fields"]] == model.metadata_schema.names
+    assert schema["json_schema"] == model.metadata_schema.json_schema()
     spec = client.get("/openapi.json").json()
     assert {"/v1/chat/completions", "/v1/audio/transcriptions", "/v1/metadata", "/v1/schema"} <= set(spec["paths"])
     metadata_body = spec["paths"]["/v1/metadata"]["post"]["requestBody"]["content"]
@@ -153,7 +152,7 @@ def test_chat_metadata_is_schema_valid_with_confidences(client, model, request_f
     assert r.status_code == 200, r.text
     out = r.json()
     values = json.loads(out["choices"][0]["message"]["content"])
-    check_metadata(model_schema(model), values, fields)
+    check_metadata(model.metadata_schema, values, fields)
     ext = out["speechllm"]
     assert ext["valid"] and ext["metadata"] == values
     assert set(ext["confidences"]) == set(fields) and all(0 < c <= 1 for c in ext["confidences"].values())
@@ -200,7 +199,7 @@ def test_transcriptions_in_every_response_format(client, model):
 
 
 def test_metadata_endpoint_multipart_and_json(client, model):
-    clip, schema = wav_bytes(1.0, 5), model_schema(model)
+    clip, schema = wav_bytes(1.0, 5), model.metadata_schema
     r = client.post("/v1/metadata", files={"file": ("a.wav", clip)}, data={"fields": "Emotion,Gender"})
     assert r.status_code == 200, r.text
     out = r.json()

@@ -18,7 +18,6 @@ from typing import Sequence
 from tqdm import tqdm
 
 from speechllm.errors import AudioError, ConfigError
-from speechllm.inference import model_schema
 from speechllm.metadata import MetadataSchema
 
 from . import cascade as cascade_asr
@@ -43,7 +42,7 @@ def evaluate(model, manifest, *, fields: Sequence[str] | None = None, batch_size
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise ConfigError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
-    schema = model_schema(model)
+    schema = model.metadata_schema
     data = read_eval_manifests(manifest, schema, limit)
     if not data.records:
         raise ConfigError(f"no usable rows in {manifest}: {json.dumps(data.skipped)[:500]}")

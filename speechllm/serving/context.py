@@ -10,7 +10,6 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import ConfigError
-from ..inference import model_schema
 from ..metadata import MetadataSchema
 from .batcher import Batcher
 from .config import ServerConfig
@@ -30,7 +29,7 @@ class ServerState:
 
     @property
     def schema(self) -> MetadataSchema:
-        return model_schema(self.model)
+        return self.model.metadata_schema
 
 
 def state(request: Request) -> ServerState:

@@ -15,7 +15,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ..data.tasks import prompt_message
-from ..inference import metadata_batch, model_schema
+from ..inference import metadata_batch
 from ..metadata import MetadataResult, instruction_for
 
 
@@ -139,7 +139,7 @@ def _run_generate(model, jobs: list[Job]) -> list[Answer]:
 
 
 def _run_meta(model, jobs: list[Job]) -> list[Answer]:
-    settings, tokenizer, schema = jobs[0].settings, model.processor.tokenizer, model_schema(model)
+    settings, tokenizer, schema = jobs[0].settings, model.processor.tokenizer, model.metadata_schema
     names = list(settings.fields) if settings.fields else schema.names
     instruction = instruction_for(names, schema)  # the prompt the model was trained on, as generate_meta sends it
     batch = _device_batch(model, [[prompt_message(instruction, job.payload)] for job in jobs])

@@ -92,10 +92,8 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfi
         unknown = set(stage.trains) - {"encoder", "connector", "llm"}
         if unknown:
             raise ConfigError(f"stages[{i}].trains: unknown part(s) {sorted(unknown)}; use encoder, connector, llm")
-    from ..heads import FEATURES
+    from ..heads import check_head_features
 
     for name, features in config.heads.items():
-        unknown = set(features) - set(FEATURES) if isinstance(features, list) else None
-        if unknown is None or unknown or not features:
-            raise ConfigError(f"heads.{name}: give a list of features from {sorted(FEATURES)}, got {features!r}")
+        check_head_features(name, features, f"heads.{name}")
     return config

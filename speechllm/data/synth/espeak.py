@@ -95,22 +95,25 @@ class EspeakBackend(Backend):
         return done.stdout
 
     @staticmethod
-    def _installed_languages() -> set[str]:
-        listing = subprocess.run([_BINARY, "--voices"], capture_output=True, timeout=_TIMEOUT_S).stdout.decode()
-        return {line.split()[1] for line in listing.splitlines()[1:] if len(line.split()) > 1}
-
-    @staticmethod
     @functools.cache
-    def _voice_files() -> dict[str, str]:
+    def _voice_listing() -> tuple[tuple[str, ...], ...]:
+        """The rows of `espeak-ng --voices` (priority, language, gender, name, file, ...), read once."""
+        listing = subprocess.run([_BINARY, "--voices"], capture_output=True, timeout=_TIMEOUT_S).stdout.decode()
+        return tuple(tuple(line.split()) for line in listing.splitlines()[1:] if len(line.split()) > 1)
+
+    @classmethod
+    def _installed_languages(cls) -> set[str]:
+        return {row[1] for row in cls._voice_listing()}
+
+    @classmethod
+    def _voice_files(cls) -> dict[str, str]:
         """Each language's espeak-ng voice file (e.g. en-gb -> gmw/en). Naming the file, not the language, matters:
         `-v en-gb+f3` resolves to an MBROLA voice that ignores variants, so every en-gb "variant" was the same
         male voice; `-v gmw/en+f3` applies the variant. MBROLA voices (mb/...) are skipped for the same reason."""
-        listing = subprocess.run([_BINARY, "--voices"], capture_output=True, timeout=_TIMEOUT_S).stdout.decode()
         files = {}
-        for line in listing.splitlines()[1:]:
-            parts = line.split()
-            if len(parts) >= 5 and not parts[4].startswith("mb/"):
-                files.setdefault(parts[1], parts[4])
+        for row in cls._voice_listing():
+            if len(row) >= 5 and not row[4].startswith("mb/"):
+                files.setdefault(row[1], row[4])
         return files
 
 
