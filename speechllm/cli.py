@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="labelled JSONL training manifest(s)")
     p.add_argument("--head", action="append", required=True, metavar="FIELD=FEATURE,...",
                    help="a field and its features, e.g. Gender=pitch,formants (repeatable); features: "
-                        "pitch, formants, vad, encoder")
+                        "pitch, formants, vad, voice, encoder, encoder_layers")
     p.add_argument("--out", required=True, help="folder for the model with its heads")
     p.set_defaults(func=cmd_heads)
 

@@ -53,6 +53,15 @@ def load_checked(model_class, name_or_path: str):
     return model
 
 
+def layer_states(output, all_layers: bool) -> torch.Tensor:
+    """A transformers model output -> its last hidden state (batch, frames, dim), or with `all_layers` every hidden
+    state stacked (batch, frames, layers, dim). The last is the output itself: stable-layer-norm models (HuBERT
+    large, WavLM) apply their final norm after collecting the hidden states."""
+    if not all_layers:
+        return output.last_hidden_state
+    return torch.stack([*output.hidden_states[:-1], output.last_hidden_state], dim=2)
+
+
 class AudioEncoder(nn.Module):
     """Base class: windowing of long audio and the (features, lengths) contract.
 
@@ -75,8 +84,9 @@ class AudioEncoder(nn.Module):
     def window_output_length(self, num_samples: int) -> int:
         raise NotImplementedError
 
-    def encode_windows(self, windows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(n, samples) padded windows -> (n, frames, dim) features; frames past a window's length are ignored."""
+    def encode_windows(self, windows: torch.Tensor, lengths: torch.Tensor, all_layers: bool = False) -> torch.Tensor:
+        """(n, samples) padded windows -> (n, frames, dim) features; frames past a window's length are ignored.
+        With `all_layers`, every hidden state the model outputs: (n, frames, layers, dim), the last layer last."""
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------
@@ -102,7 +112,9 @@ class AudioEncoder(nn.Module):
         """Number of feature frames for a clip of `num_samples` samples (all windows joined)."""
         return sum(self.window_output_length(size) for size in self._window_sizes(int(num_samples)))
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor,
+                all_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, lengths); with `all_layers`, features hold every layer: (batch, frames, layers, dim)."""
         windows, window_lengths, owners = [], [], []
         for clip, (wave, length) in enumerate(zip(waveforms, lengths.tolist())):
             start = 0
@@ -116,14 +128,14 @@ class AudioEncoder(nn.Module):
         for row, piece in enumerate(windows):
             batch[row, : len(piece)] = piece
         window_lengths_t = torch.tensor(window_lengths)
-        frames = self.encode_windows(batch, window_lengths_t)
+        frames = self.encode_windows(batch, window_lengths_t, all_layers)
         out_lengths = [self.window_output_length(n) for n in window_lengths]
         per_clip: list[list[torch.Tensor]] = [[] for _ in range(len(waveforms))]
         for row, (owner, n) in enumerate(zip(owners, out_lengths)):
             per_clip[owner].append(frames[row, :n])
         joined = [torch.cat(parts) for parts in per_clip]
         feature_lengths = torch.tensor([len(j) for j in joined], device=waveforms.device)
-        features = frames.new_zeros(len(joined), int(feature_lengths.max()), frames.shape[-1])
+        features = frames.new_zeros(len(joined), int(feature_lengths.max()), *frames.shape[2:])
         for row, j in enumerate(joined):
             features[row, : len(j)] = j
         return features, feature_lengths
@@ -163,14 +175,15 @@ class WhisperAudioEncoder(AudioEncoder):
             return self.max_frames
         return min(math.ceil(num_samples / 320), self.max_frames)
 
-    def encode_windows(self, windows, lengths):
+    def encode_windows(self, windows, lengths, all_layers=False):
         # The log-mel is computed in fp32 whatever autocast is active (it goes through numpy).
         with torch.autocast(device_type="cpu", enabled=False):
             mel = self.feature_extractor(
                 [w.float().cpu().numpy() for w in windows], sampling_rate=SAMPLE_RATE, return_tensors="pt"
             ).input_features
         param = next(self.model.parameters())
-        return self.model(mel.to(param.device, param.dtype)).last_hidden_state
+        return layer_states(self.model(mel.to(param.device, param.dtype), output_hidden_states=all_layers),
+                            all_layers)
 
 
 @register_encoder("hubert", "wavlm", "wav2vec2")
@@ -200,7 +213,7 @@ class SelfSupervisedAudioEncoder(AudioEncoder):
     def window_output_length(self, num_samples: int) -> int:
         return int(self.model._get_feat_extract_output_lengths(torch.tensor(num_samples)))
 
-    def encode_windows(self, windows, lengths):
+    def encode_windows(self, windows, lengths, all_layers=False):
         param = next(self.model.parameters())
         windows = windows.to(param.device, torch.float32)
         mask = torch.arange(windows.shape[1], device=windows.device)[None, :] < lengths.to(windows.device)[:, None]
@@ -211,9 +224,11 @@ class SelfSupervisedAudioEncoder(AudioEncoder):
             windows = (windows - mean) / torch.sqrt(var + 1e-7) * mask
         windows = windows.to(param.dtype)
         if self.masks_padding:
-            return self.model(windows, attention_mask=mask.long()).last_hidden_state
-        outputs = [self.model(w[None, :n]).last_hidden_state[0] for w, n in zip(windows, lengths.tolist())]
-        frames = outputs[0].new_zeros(len(outputs), max(len(o) for o in outputs), outputs[0].shape[-1])
+            out = self.model(windows, attention_mask=mask.long(), output_hidden_states=all_layers)
+            return layer_states(out, all_layers)
+        outputs = [layer_states(self.model(w[None, :n], output_hidden_states=all_layers), all_layers)[0]
+                   for w, n in zip(windows, lengths.tolist())]
+        frames = outputs[0].new_zeros(len(outputs), max(len(o) for o in outputs), *outputs[0].shape[1:])
         for row, out in enumerate(outputs):
             frames[row, : len(out)] = out
         return frames
@@ -236,7 +251,9 @@ class FusedEncoder(nn.Module):
     def output_length(self, num_samples: int) -> int:
         return self.primary.output_length(num_samples)
 
-    def forward(self, waveforms, lengths):
+    def forward(self, waveforms, lengths, all_layers: bool = False):
+        if all_layers:  # the two encoders' layers differ in number and width
+            raise ConfigError("a fused encoder has no single stack of layers; use the 'encoder' head feature")
         first, first_lengths = self.primary(waveforms, lengths)
         second, second_lengths = self.secondary(waveforms, lengths)
         aligned = second.new_zeros(*first.shape[:2], second.shape[-1])

@@ -10,6 +10,7 @@ import torch
 
 from .audio import AudioInput
 from .data.tasks import instructions, prompt_message
+from .heads import encode_for_heads
 from .metadata import (
     MetadataConstraint, MetadataResult, MetadataSchema, decode_results, instruction_for, serialize,
 )
@@ -84,10 +85,9 @@ def metadata_batch(model, batch: dict, schema: MetadataSchema, names: Sequence[s
     if head_names:
         values, lengths = batch["audio_values"], batch["audio_lengths"]
         clips = [v[:n].float().cpu().numpy() for v, n in zip(values, lengths.tolist())]
-        if heads.needs_encoder(head_names):
-            with torch.no_grad():  # computed once: the heads pool it, generate reads it
-                audio_features = model.encoder(values, lengths)
-        decisions = heads.predict(clips, head_names, audio_features)
+        # The encoder runs once: the heads pool its frames (or layers), generate reads its output.
+        head_frames, audio_features = encode_for_heads(model, values, lengths, heads.features_for(head_names))
+        decisions = heads.predict(clips, head_names, head_frames)
         forced = [{n: d.value for n, d in row.items()} for row in decisions]
     constraint = MetadataConstraint(tokenizer, schema, names, forced=forced)
     # The constraint's worst-case length guarantees a complete answer; a smaller limit may cut it.

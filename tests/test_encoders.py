@@ -103,6 +103,21 @@ def test_alone_and_batched_are_identical(encoder):
         torch.testing.assert_close(batched[row, :n], alone[0], atol=1e-4, rtol=0)
 
 
+def test_all_layers_end_with_the_output_and_keep_the_lengths(encoder):
+    clips = clips_of(clip_lengths(encoder), seed=4)
+    batch = torch.zeros(len(clips), max(len(c) for c in clips))
+    for row, clip in enumerate(clips):
+        batch[row, : len(clip)] = clip
+    lengths = torch.tensor([len(c) for c in clips])
+    with torch.no_grad():
+        output, output_lengths = encoder(batch, lengths)
+        layers, layer_lengths = encoder(batch, lengths, all_layers=True)
+    assert layer_lengths.tolist() == output_lengths.tolist()
+    assert layers.shape == (*output.shape[:2], encoder.model.config.num_hidden_layers + 1, output.shape[-1])
+    torch.testing.assert_close(layers[:, :, -1], output)
+    assert not torch.allclose(layers[:, :, 0], layers[:, :, -1])  # the layers really differ
+
+
 def test_rebuilds_from_its_own_hf_config(encoder):
     # Checkpoints rebuild encoders from `hf_config()`, which carries model_type.
     rebuilt = build_encoder(EncoderSpec(**{**vars(encoder.spec), "hf_config": encoder.hf_config()}))
@@ -117,6 +132,11 @@ def test_rebuilds_from_its_own_hf_config(encoder):
 @pytest.fixture(scope="module")
 def fused():
     return FusedEncoder(build("whisper"), build("hubert"))
+
+
+def test_fused_encoder_has_no_single_layer_stack(fused):
+    with pytest.raises(ConfigError, match="fused encoder"):
+        fused(torch.zeros(1, 16000), torch.tensor([16000]), all_layers=True)
 
 
 def test_fused_encoder_concatenates_and_follows_the_primary(fused):

@@ -106,6 +106,35 @@ def test_the_llm_writes_the_heads_value_and_its_confidence():
     assert all(r.valid for r in plain)
 
 
+def test_encoder_layers_pool_every_layer_and_decide_in_generation():
+    model = tiny_model()
+    clips = [voice(f0, seed=i) for i, f0 in enumerate([100, 115, 125, 210, 230, 250])]
+    features = model_clip_features(model, clips, ["encoder", "encoder_layers"])
+    layers = model.encoder.model.config.num_hidden_layers + 1
+    width = features["encoder"].shape[1]
+    assert features["encoder_layers"].shape == (len(clips), layers * width)
+    # mean and deviation per layer, layer after layer: the last block is the encoder's output, pooled
+    np.testing.assert_allclose(features["encoder_layers"][:, -width:], features["encoder"], atol=1e-5)
+    labels = {"Gender": ["Male"] * 3 + ["Female"] * 3}
+    model.attribute_heads = fit_heads(model.metadata_schema, {"Gender": ["encoder_layers"]}, features, labels)
+    unseen = [voice(f0, seed=60 + i) for i, f0 in enumerate([105.0, 240.0, 118.0])]
+    expected = model.attribute_heads.heads["Gender"](model_clip_features(model, unseen, ["encoder_layers"]))
+    results = model.generate_meta([(c, RATE) for c in unseen], fields=["Gender", "Transcript"], batch_size=3)
+    values = model.metadata_schema.field("Gender").choices
+    assert [r.values["Gender"] for r in results] == [values[int(p.argmax())] for p in expected]
+    assert [r.confidences["Gender"] for r in results] == pytest.approx([float(p.max()) for p in expected], abs=1e-4)
+    assert all(r.valid for r in results)
+
+
+def test_encoder_features_pool_the_clip_not_the_padding_of_whisper_window():
+    clips = [voice(110.0, seconds=0.6, seed=1), voice(220.0, seconds=1.4, seed=2)]
+    cropped = model_clip_features(tiny_model(), clips, ["encoder", "encoder_layers"])
+    whole = tiny_model(encoder={"crop_to_length": False})  # the same weights, frames of the whole 30 s window
+    assert whole.encoder.output_length(len(clips[0])) == 1500
+    for name, value in model_clip_features(whole, clips, ["encoder", "encoder_layers"]).items():
+        np.testing.assert_allclose(value, cropped[name], atol=1e-5)
+
+
 def test_heads_are_saved_and_loaded_with_the_model(tmp_path):
     model = _gender_model()
     clip = (voice(112.0, seed=80), RATE)
