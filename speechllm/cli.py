@@ -34,7 +34,7 @@ def cmd_heads(args):
     from .heads import fit_model_heads, parse_head_features
 
     head_features = parse_head_features(args.head)  # a typo fails before the model loads
-    model = resolve_model(args.model)
+    model = resolve_model(args.model, merge_adapters=False)  # saved again below: adapters stay adapters
     heads = fit_model_heads(model, args.manifests, head_features)
     model.save_pretrained(args.out, trainable_only=model.config.weights == "trainable")
     print(f"attribute heads {heads.fields} fitted; model with heads written to {args.out}")

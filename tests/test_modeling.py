@@ -4,7 +4,7 @@ from transformers import AutoModel
 
 import speechllm  # noqa: F401  (registers model_type "speechllm" with the Auto classes)
 from speechllm.errors import ConfigError, InputError
-from speechllm.modeling import SpeechLLMForConditionalGeneration
+from speechllm.modeling import SpeechLLMForConditionalGeneration, load
 from speechllm.testing import tiny_model
 from tests.conftest import tone
 
@@ -96,6 +96,25 @@ def test_merged_export_matches_lora_model(tmp_path):
     merged = AutoModel.from_pretrained(tmp_path / "merged")
     assert not any("lora_" in n for n, _ in merged.named_parameters())
     torch.testing.assert_close(logits(merged, conversation), before, atol=1e-4, rtol=1e-4)
+
+
+def test_load_folds_adapters_for_inference_unless_asked_to_keep_them(tmp_path):
+    spec = _model_with_base_references(tmp_path)
+    spec.llm.train = "lora"
+    model = SpeechLLMForConditionalGeneration.from_spec(spec).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    conversation = [ask("transcribe", tone(0.9))]
+    before = logits(model, conversation)
+    model.save_pretrained(tmp_path / "adapters", trainable_only=True)
+    served = load(str(tmp_path / "adapters"), device="cpu")
+    assert not any("lora_" in n for n, _ in served.named_parameters())
+    torch.testing.assert_close(logits(served, conversation), before, atol=1e-4, rtol=1e-4)
+    kept = load(str(tmp_path / "adapters"), device="cpu", merge_adapters=False)
+    assert any("lora_" in n for n, _ in kept.named_parameters())
+    torch.testing.assert_close(logits(kept, conversation), before, atol=1e-4, rtol=1e-4)
 
 
 def test_trainable_only_save_needs_base_references(tiny, tmp_path):

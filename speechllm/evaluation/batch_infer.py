@@ -49,11 +49,11 @@ def split_model_argument(arguments: Sequence[str]) -> tuple[str | None, list[str
     return model, audio
 
 
-def resolve_model(name: str | None):
+def resolve_model(name: str | None, merge_adapters: bool = True):
     """`speechllm.load(name)`: a saved model, or the default model when no name is given."""
     from speechllm.modeling import load
 
-    return load(name)
+    return load(name, merge_adapters=merge_adapters)
 
 
 def collect_inputs(arguments: Sequence[str]) -> list[InputClip]:
