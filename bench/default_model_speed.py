@@ -7,6 +7,8 @@ Same machine, one run.
 Clips: the speech clips of ../shared/realspeech-dev (real lengths, 1-10 s). The default model answers the whole
 metadata JSON (speech activity, transcript, gender, accent: heads included); faster-whisper only transcribes.
 RTF = processing seconds / audio seconds (lower is faster); audio decoding is done beforehand for both.
+"decoding only" times the LLM's constrained generation alone (prefill and steps), without the encoder and the heads,
+which cost the same per clip at any batch size.
 """
 
 from __future__ import annotations
@@ -40,6 +42,25 @@ def timed(fn):
     return time.perf_counter() - started, out
 
 
+class DecodingClock:
+    """Adds up the seconds `model.generate` takes: the decoder's prefill and steps, after the encoder and heads ran."""
+
+    def __init__(self, model):
+        self.seconds, self._generate = 0.0, model.generate
+        model.generate = self
+
+    def __call__(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return self._generate(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def lap(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=32)
@@ -57,8 +78,11 @@ def main():
 
     # Clips sorted by length so a batch pads little, as the server's batcher and eval do.
     order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
+    decoding = DecodingClock(model)
     batched_s, batched = timed(lambda: model.generate_meta([inputs[i] for i in order], batch_size=args.batch))
+    batched_decoding_s = decoding.lap()
     single_s, single = timed(lambda: model.generate_meta([inputs[i] for i in order], batch_size=1))
+    single_decoding_s = decoding.lap()
     cascade_s, _ = timed(lambda: cascade.transcribe(clips))
     result = {
         "clips": f"{len(clips)} speech clips of {REALSPEECH} ({audio_s:.0f} s of audio)",
@@ -69,6 +93,8 @@ def main():
         f"rtf_ratio_default_batch{args.batch}_vs_faster_whisper": round(batched_s / cascade_s, 2),
         "rtf_ratio_default_batch1_vs_faster_whisper": round(single_s / cascade_s, 2),
         f"batch{args.batch}_vs_batch1_speedup": round(single_s / batched_s, 2),
+        f"batch{args.batch}_vs_batch1_speedup_decoding_only": round(single_decoding_s / batched_decoding_s, 2),
+        "decoding_share_of_batch1_time": round(single_decoding_s / single_s, 2),
         "mismatched_answers": sum(a.text != b.text for a, b in zip(single, batched)),
     }
     print(json.dumps(result, indent=1))
