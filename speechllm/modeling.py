@@ -24,12 +24,32 @@ from .config import EncoderSpec, LoraSpec, ModelSpec, from_dict, to_dict
 from .connectors import build_connector
 from .encoders import FusedEncoder, build_encoder
 from .errors import ConfigError, InputError
-from .heads import AttributeHeads
+from .heads import HEADS_CONFIG, HEADS_WEIGHTS, AttributeHeads
 from .metadata import SPEECHLLM_SCHEMA, MetadataSchema
 from .pretrained import resolve_name_or_path
 from .processing import SpeechLLMProcessor
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
+
+
+def checkpoint_file(name_or_path, filename: str, *, optional: bool = False) -> str | None:
+    """The path of one file of a checkpoint: in its local folder, or fetched from the hub (from the local cache
+    when offline). An optional file the checkpoint lacks gives None."""
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, filename)
+        return None if optional and not os.path.exists(path) else path
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        return hf_hub_download(str(name_or_path), filename)
+    except EntryNotFoundError as e:
+        if not optional:
+            raise ConfigError(f"{name_or_path}: cannot get {filename} ({e})") from None
+        if isinstance(e, LocalEntryNotFoundError):  # offline, never fetched: say so rather than change answers quietly
+            transformers_logging.get_logger(__name__).warning(
+                f"{name_or_path}: {filename} is not in the local hub cache (offline); loading without it")
+        return None
 # LLM config fields that make the output head more than a projection (Gemma, Cohere, Granite).
 HEAD_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
@@ -196,7 +216,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
                     raise ConfigError(f"{path}: trainable-only checkpoint without a base model reference")
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = cls.from_spec(spec, tokenizer=tokenizer)
-            state = load_file(os.path.join(path, TRAINABLE_WEIGHTS))
+            state = load_file(checkpoint_file(path, TRAINABLE_WEIGHTS))
             missing = set(state) - set(model.state_dict())
             if missing:
                 raise ConfigError(f"{path}: weights {sorted(missing)[:5]} do not fit the model built from its config")
@@ -205,8 +225,11 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         else:
             model = super().from_pretrained(path, *args, config=config, **kwargs)
             model.attach_processor(AutoTokenizer.from_pretrained(path))
-        if os.path.isdir(path):
-            model.attribute_heads = AttributeHeads.load(path, model.metadata_schema)
+        # Heads live beside the weights (heads.json + heads.safetensors), in a local folder or a hub repo alike.
+        heads_config = checkpoint_file(path, HEADS_CONFIG, optional=True)
+        if heads_config is not None:
+            checkpoint_file(path, HEADS_WEIGHTS)  # fetched into the same folder
+            model.attribute_heads = AttributeHeads.load(os.path.dirname(heads_config), model.metadata_schema)
         return model.eval()
 
     def save_pretrained(self, save_directory, *, trainable_only: bool = False, **kwargs):

@@ -98,6 +98,42 @@ def test_merged_export_matches_lora_model(tmp_path):
     torch.testing.assert_close(logits(merged, conversation), before, atol=1e-4, rtol=1e-4)
 
 
+def test_a_hub_checkpoint_brings_its_adapters_and_heads(tmp_path, monkeypatch):
+    """A trainable-only checkpoint with heads, pushed to the hub and read back by repo id (here from the hub's cache
+    layout, offline): the adapters and the heads come with it."""
+    import shutil
+
+    import huggingface_hub.constants
+    import numpy as np
+
+    from speechllm.heads import fit_heads
+
+    spec = _model_with_base_references(tmp_path)
+    spec.llm.train = "lora"
+    model = SpeechLLMForConditionalGeneration.from_spec(spec).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    features = {"pitch": np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)}
+    model.attribute_heads = fit_heads(model.metadata_schema, {"Gender": ["pitch"]}, features,
+                                      {"Gender": ["Male", "Female"] * 3})
+    model.save_pretrained(tmp_path / "pushed", trainable_only=True)
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--speech-model" / "snapshots" / ("0" * 40)
+    shutil.copytree(tmp_path / "pushed", snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    from_hub = SpeechLLMForConditionalGeneration.from_pretrained("someone/speech-model")
+    conversation = [ask("transcribe", tone(0.9))]
+    torch.testing.assert_close(logits(from_hub, conversation), logits(model, conversation))
+    assert from_hub.attribute_heads is not None and from_hub.attribute_heads.fields == ["Gender"]
+    torch.testing.assert_close(from_hub.attribute_heads.state_dict(), model.attribute_heads.state_dict())
+
+
 def test_load_folds_adapters_for_inference_unless_asked_to_keep_them(tmp_path):
     spec = _model_with_base_references(tmp_path)
     spec.llm.train = "lora"
