@@ -86,6 +86,35 @@ def test_resume_after_sigkill_ends_with_the_same_weights(toy, tmp_path):
         torch.testing.assert_close(resumed[name], reference[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_data_loading_workers_change_nothing_but_speed(toy, tmp_path, monkeypatch):
+    from speechllm.training.batches import StepBatches
+
+    built_by = tmp_path / "pids"  # one file per process that prepared a step
+    built_by.mkdir()
+    prepare = StepBatches.__getitem__
+
+    def recorded(self, step):
+        (built_by / str(os.getpid())).touch()
+        return prepare(self, step)
+
+    monkeypatch.setattr(StepBatches, "__getitem__", recorded)
+    states = {}
+    for workers in (0, 2):
+        out = tmp_path / f"workers{workers}"
+        config = load_train_config(RECIPE, small_run(toy, out, "save_every=0",
+                                                     f"num_workers={workers}"))
+        Trainer(config).train()
+        states[workers] = final_state(out)
+    assert {p.name for p in built_by.iterdir()} - {str(os.getpid())}, "no worker process prepared a step"
+    for name in states[0]:
+        torch.testing.assert_close(states[2][name], states[0][name], atol=0, rtol=0, msg=name)
+
+
+def test_negative_data_workers_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="num_workers"):
+        load_train_config(RECIPE, ["num_workers=-1"])
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(toy, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

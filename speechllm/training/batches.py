@@ -47,3 +47,32 @@ def to_device(batch: dict | None, device) -> dict | None:
     if batch is None:
         return None
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item `step`: the collated micro-batches of one optimiser step (`plan[step]` holds their dataset indices).
+    Through a DataLoader with workers, upcoming steps' audio is read and collated while the model trains."""
+
+    def __init__(self, processor: SpeechLLMProcessor, dataset, plan: list[list[list[int]]], with_teacher: bool):
+        self.processor, self.dataset, self.plan, self.with_teacher = processor, dataset, plan, with_teacher
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, step: int) -> list[dict]:
+        return [collate_examples(self.processor, [self.dataset[i] for i in rows], self.with_teacher)
+                for rows in self.plan[step]]
+
+
+def as_is(item):
+    """A DataLoader collate_fn that keeps an item as built (module-level, so worker processes can pickle it)."""
+    return item
+
+
+def step_loader(steps: StepBatches, start: int, num_workers: int) -> torch.utils.data.DataLoader:
+    """Steps `start`, start+1, ... in order; `num_workers` processes prepare them ahead (0: in this process)."""
+    return torch.utils.data.DataLoader(
+        steps, batch_size=None, sampler=range(start, len(steps)), collate_fn=as_is, num_workers=num_workers,
+        prefetch_factor=2 if num_workers else None,
+    )
+

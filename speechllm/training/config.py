@@ -54,9 +54,10 @@ class TrainConfig:
     eval_samples: int = 2  # generated answers shown at each evaluation
     log_every: int = 10
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    num_workers: int = 0
+    num_workers: int = 0  # processes that read and collate upcoming steps' audio while the model trains
     # Attribute heads fitted after the last stage, on the data's metadata manifests: {field: [features]}, features
-    # from speechllm.heads.FEATURES (pitch, formants, vad, encoder). They decide those fields; see heads.py.
+    # from speechllm.heads.FEATURES (pitch, formants, vad, voice, encoder, encoder_layers). They decide those fields;
+    # see heads.py.
     heads: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -92,6 +93,8 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfi
         unknown = set(stage.trains) - {"encoder", "connector", "llm"}
         if unknown:
             raise ConfigError(f"stages[{i}].trains: unknown part(s) {sorted(unknown)}; use encoder, connector, llm")
+    if config.num_workers < 0:
+        raise ConfigError(f"num_workers must be 0 (read data in the training process) or more, got {config.num_workers}")
     from ..heads import check_head_features
 
     for name, features in config.heads.items():

@@ -23,7 +23,7 @@ from transformers import AutoTokenizer, get_scheduler
 
 from ..errors import ConfigError
 from ..modeling import SpeechLLMForConditionalGeneration, logits_at
-from .batches import collate_examples, to_device
+from .batches import StepBatches, collate_examples, step_loader, to_device
 from .config import StageConfig, TrainConfig
 from .feature_cache import FeatureCache
 from .losses import LossConfig, answer_positions, cross_entropy_sum, distillation_sums
@@ -265,8 +265,8 @@ class Trainer:
         bar = tqdm(range(start_step, stage.steps), desc=f"{stage.name}", disable=not acc.is_local_main_process,
                    initial=start_step, total=stage.steps)
         started, seen = time.time(), 0
-        for step in bar:
-            micro = [collate_examples(self.processor, [dataset[i] for i in rows], stage.loss.distills) for rows in plan[step]]
+        steps = StepBatches(self.processor, dataset, plan, stage.loss.distills)
+        for step, micro in zip(bar, step_loader(steps, start_step, self.config.num_workers)):
             tokens = acc.reduce(torch.tensor(float(sum(m["tokens"] for m in micro)), device=acc.device), "sum")
             scale = self.world / tokens.clamp_min(1)
             logged = {name: torch.zeros((), device=acc.device) for name in ("cross_entropy",)}
