@@ -227,7 +227,19 @@ def test_lora_on_a_tied_decoder_saves_and_reloads(tmp_path):
     torch.testing.assert_close(logits(AutoModel.from_pretrained(tmp_path), conversation), logits(model, conversation))
 
 
-@pytest.mark.parametrize("make", [lambda: tiny_model(llm={"train": "lora"}), cross_attention_model], ids=["prefix", "cross_attention"])
+def softcapped_model():
+    """An LLM whose output head caps its logits (Gemma 2): logits_at must apply the cap, not just the projection."""
+    from speechllm.testing import tiny_tokenizer
+
+    gemma2 = {"model_type": "gemma2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": len(tiny_tokenizer()) + 8,
+              "initializer_range": 0.2, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2,
+              "max_position_embeddings": 4096, "final_logit_softcapping": 2.0}
+    return tiny_model(llm={"hf_config": gemma2})
+
+
+@pytest.mark.parametrize("make", [lambda: tiny_model(llm={"train": "lora"}), cross_attention_model, softcapped_model],
+                         ids=["prefix", "cross_attention", "softcapped_head"])
 def test_logits_at_answer_positions_equal_the_full_logits_there(make):
     # Training computes the LLM head at answer positions only (Llama through `logits_to_keep`, Whisper's
     # decoder through its body and head); the values must be those of the full forward.
