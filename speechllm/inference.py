@@ -102,8 +102,6 @@ def metadata_batch(model, batch: dict, schema: MetadataSchema, names: Sequence[s
         eos_token_id=tokenizer.eos_token_id,
         # Whisper's generation config suppresses JSON punctuation such as '"'; the grammar decides here.
         suppress_tokens=None, begin_suppress_tokens=None, **generate_kwargs,
-        # max_new_tokens decides; a max_length from the LLM's generation config (Whisper: 448) only adds a warning
-        max_length=None,
     )
     results = decode_results(out.sequences, out.scores, tokenizer, schema, names)
     if head_names:

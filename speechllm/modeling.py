@@ -399,6 +399,9 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         kwargs.setdefault("pad_token_id", self.processor.tokenizer.pad_token_id)
         kwargs.setdefault("eos_token_id", self.processor.end_of_turn_ids)
+        if kwargs.get("max_new_tokens") is not None:
+            # max_new_tokens decides; a max_length from the LLM's generation config (Whisper: 448) only adds a warning
+            kwargs.setdefault("max_length", None)
         if self.coupling == "cross_attention":
             states = self.audio_states(input_ids, audio_values, audio_lengths, audio_features)
             out = self.language_model.generate(
