@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from .errors import SpeechLLMError
 
@@ -218,6 +219,8 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # peft calls a transformers method that transformers 5 deprecated: noise on every command, nothing to act on.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         code = args.func(args)  # a command may return its exit code (infer: 1 when a clip failed)
     except SpeechLLMError as error:
