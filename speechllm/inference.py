@@ -96,6 +96,7 @@ def metadata_batch(model, batch: dict, schema: MetadataSchema, names: Sequence[s
     positions = getattr(config, "max_target_positions", None) or getattr(config, "max_position_embeddings", None)
     if positions:  # Whisper's decoder has 448 positions; past them generate would fail, not stop
         limit = max(1, min(limit, positions - batch["input_ids"].shape[1]))
+    constraint.budget = limit  # a transcript that would run past the limit is closed in time: the JSON stays whole
     out = model.generate(
         **batch, audio_features=audio_features, max_new_tokens=limit, do_sample=False,
         logits_processor=[constraint], output_scores=True, return_dict_in_generate=True,

@@ -342,6 +342,7 @@ class _Layout:
     eos: int
     ebnf: str
     max_new_tokens: int | None
+    rest_tokens: list[int]  # per chunk: tokens that always suffice to write every later chunk, then eos
     grammars: dict = dataclasses.field(default_factory=dict)  # model vocab size -> xgr.CompiledGrammar
 
 
@@ -379,6 +380,12 @@ def _canonical(tokenizer, vocab_bytes, context: str, chunk: str) -> tuple[tuple[
     return tuple(ids[offsets.index(cut):]), spelled[cut:]
 
 
+# Tokens that always suffice to write a text value closed as soon as it may be: its opening ` "` (2), the rest of a
+# character begun (`\u00XX` after its backslash: 5 bytes, a token has at least one), the closing quote and the
+# comma or brace after it (2).
+_TEXT_CLOSING = 9
+
+
 def _layout_for(tokenizer, schema: MetadataSchema) -> _Layout:
     per_tok = _CACHE.setdefault(tokenizer, {})
     key = json.dumps(schema.to_config())
@@ -388,6 +395,7 @@ def _layout_for(tokenizer, schema: MetadataSchema) -> _Layout:
         raise ConfigError("constrained metadata decoding needs a tokenizer with an eos token")
     vocab_bytes = _tokenizer_info(tokenizer, len(tokenizer)).decoded_vocab
     chunks, bound, lead = [], [1], ""  # bound: worst-case tokens per chunk (a token has >= 1 byte); 1 for eos
+    least = []  # per chunk: tokens that always suffice for it, a text value closed as soon as it may be
     for i, f in enumerate(schema.fields):
         close = "}" if i == len(schema.fields) - 1 else ","
         key_text = ("{" if i == 0 else " ") + json.dumps(f.name) + ":"
@@ -395,17 +403,21 @@ def _layout_for(tokenizer, schema: MetadataSchema) -> _Layout:
         lead = spelled[:len(spelled) - len(key_text.encode())].decode() if i == 0 else lead
         chunks.append(_Chunk(f, False, b"", {tokens: None}))
         bound.append(len(tokens))
+        least.append(len(tokens))
         if f.kind == "text":
             chunks.append(_Chunk(f, True, close.encode(), None))
             bound.append(None if f.max_chars is None else 4 + 6 * f.max_chars)  # a char is at most 6 bytes (\u00XX)
+            least.append(_TEXT_CLOSING)
             continue
         paths = {_canonical(tokenizer, vocab_bytes, json.dumps(f.name) + ":",
                             " " + json.dumps(x, ensure_ascii=False) + close)[0]: x for x in f.choices}
         chunks.append(_Chunk(f, True, close.encode(), paths))
         bound.append(max(map(len, paths)))
+        least.append(max(map(len, paths)))
+    rest = [1 + sum(least[i + 1:]) for i in range(len(least))]
     layout = _Layout(chunks, vocab_bytes, torch.tensor([len(b) for b in vocab_bytes]),
                      torch.tensor([b.startswith(b'"') for b in vocab_bytes]), tokenizer.eos_token_id,
-                     _ebnf(schema.fields, lead), None if None in bound else sum(bound))
+                     _ebnf(schema.fields, lead), None if None in bound else sum(bound), rest)
     per_tok[key] = layout
     return layout
 
@@ -429,9 +441,10 @@ class _Cursor:
     """Follows one row's tokens chunk by chunk. Knows which tokens may come next in a trie chunk, and records
     each value with the steps (token positions) that wrote it."""
 
-    def __init__(self, layout: _Layout, forced: dict | None = None):
+    def __init__(self, layout: _Layout, forced: dict | None = None, budget: int | None = None):
         self.layout, self.index, self.path, self.buf = layout, 0, (), b""
         self.forced = forced or {}  # field -> the one value this row may write
+        self.budget = budget  # the tokens this row may write in all, eos included; None: no limit
         self.step = self.start = 0
         self._text_state()
         self.values, self.steps = {}, {}
@@ -455,7 +468,16 @@ class _Cursor:
                 path = chunk.path_of(self.forced[chunk.field.name])
                 return torch.tensor([path[len(self.path)]])
             return chunk.trie[self.path]
-        if chunk.field.max_chars is None or self.closed:
+        if self.closed:
+            return None
+        pending = self.escaped or self.hex or self.cont  # bytes owed to a character begun
+        if self.budget is not None and len(self.buf) >= 2:
+            # Out of tokens soon (a transcript looping on a hallucination): finish the character begun byte by
+            # byte, then close the text, leaving what the later fields and eos need.
+            left = self.budget - self.step - lay.rest_tokens[self.index]
+            if left <= _TEXT_CLOSING - 2:
+                return (lay.token_len == 1).nonzero().squeeze(1) if pending else lay.quote_first.nonzero().squeeze(1)
+        if chunk.field.max_chars is None:
             return None
         # A token adds at most one character per byte, beyond the bytes owed to the current character and the
         # opening ` "`; a token starting with the closing quote adds none.
@@ -463,7 +485,7 @@ class _Cursor:
         if room >= int(lay.token_len.max()):
             return None
         ok = lay.token_len <= room
-        if len(self.buf) >= 2 and not (self.escaped or self.hex or self.cont):
+        if len(self.buf) >= 2 and not pending:
             ok |= lay.quote_first
         return ok.nonzero().squeeze(1)
 
@@ -522,7 +544,10 @@ class _Cursor:
 class MetadataConstraint(LogitsProcessor):
     """A logits processor for `generate` that lets each batch row write exactly `serialize(values, names)` for
     some valid values, then eos. Pass `max_new_tokens=constraint.max_new_tokens` (None when a text field has no
-    `max_chars`; then a cut-off answer comes back from `decode_results` marked invalid).
+    `max_chars`), or give the constraint the `budget` of tokens generate has (its max_new_tokens, e.g. what is left
+    of a decoder's positions): then text values are cut and closed in time for every answer to end within it, so a
+    transcript looping on a hallucination still gives valid JSON. Without either, a cut-off answer comes back from
+    `decode_results` marked invalid.
 
     `forced` (one dict per row, or None) fixes some label or bool fields of a row to a given value, e.g. the
     decision of an attribute head; the LLM still writes it, so what follows is conditioned on it.
@@ -531,9 +556,10 @@ class MetadataConstraint(LogitsProcessor):
     (beams reorder rows). It follows one generate call: the first call records the prompt length; build a new
     one per call (the compiled grammar is cached per tokenizer and schema, so that is cheap)."""
 
-    def __init__(self, tokenizer, schema: MetadataSchema = SPEECHLLM_SCHEMA, names=None, forced=None):
+    def __init__(self, tokenizer, schema: MetadataSchema = SPEECHLLM_SCHEMA, names=None, forced=None,
+                 budget: int | None = None):
         self.tokenizer, self.schema = tokenizer, schema.subset(names)
-        self.forced = forced
+        self.forced, self.budget = forced, budget
         for row in forced or []:
             for name, value in row.items():
                 if self.schema.field(name).kind == "text":
@@ -551,7 +577,7 @@ class MetadataConstraint(LogitsProcessor):
             self._matchers = [xgr.GrammarMatcher(grammar) for _ in range(batch)]
             if self.forced is not None and len(self.forced) != batch:
                 raise InputError(f"MetadataConstraint: forced values for {len(self.forced)} rows, batch has {batch}")
-            self._cursors = [_Cursor(lay, self.forced[r] if self.forced else None) for r in range(batch)]
+            self._cursors = [_Cursor(lay, self.forced[r] if self.forced else None, self.budget) for r in range(batch)]
             self._bitmask = xgr.allocate_token_bitmask(batch, scores.shape[-1])
         else:
             if input_ids.shape[1] != self._ids.shape[1] + 1 or not torch.equal(input_ids[:, :-1], self._ids):

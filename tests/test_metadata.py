@@ -303,6 +303,33 @@ def test_max_chars_holds_when_the_model_wants_long_tokens(tok):
             assert result.valid and len(result.values["Transcript"]) <= 5, result
 
 
+@pytest.mark.parametrize("budget", [30, 45, 80])
+def test_a_looping_transcript_is_closed_in_time_for_the_token_budget(tok, budget):
+    """A model that never wants to end its transcript (Whisper looping on a hallucination) and only as many tokens
+    as a decoder has positions left: the text is cut and closed in time, the answer is whole and valid."""
+    schema = MetadataSchema((Field("Transcript", "text"), Field("Gender", "label", ("Female", "Male")),
+                             Field("Summary", "text")))
+    quote = torch.tensor(['"' in tok.convert_tokens_to_string([t]) for t in tok.convert_ids_to_tokens(range(len(tok)))])
+    backslash = torch.tensor([tok.convert_tokens_to_string([t]).startswith("\\")
+                              for t in tok.convert_ids_to_tokens(range(len(tok)))])
+
+    def endless(width):  # never a quote; escapes often, so the budget also lands inside \u00XX sequences
+        return torch.randn(4, width) - 50.0 * quote + 3.0 * backslash
+
+    torch.manual_seed(0)
+    for constraint in (MetadataConstraint(tok, schema, budget=budget), MetadataConstraint(tok, schema)):
+        ids, scores = run_on_logits(tok, constraint, endless, steps=budget)
+        results = decode_results(ids, scores, tok, schema)
+        if constraint.budget is None:  # the same model without a budget runs out inside the transcript
+            assert not any(r.valid for r in results)
+            continue
+        assert ids.shape[1] - 1 <= budget
+        for result in results:
+            assert result.valid, result.error
+            if budget >= 80:  # room for words before the later fields (a tight budget may leave none)
+                assert len(result.values["Transcript"]) >= 10
+
+
 def test_sentencepiece_style_tokenizer_writes_training_target_tokens():
     """A Metaspace (SentencePiece-like) tokenizer puts a space before the first token of a text; constrained
     answers keep it, so they are token for token what the tokenizer makes of the serialized answer."""
