@@ -50,6 +50,8 @@ def checkpoint_file(name_or_path, filename: str, *, optional: bool = False) -> s
             transformers_logging.get_logger(__name__).warning(
                 f"{name_or_path}: {filename} is not in the local hub cache (offline); loading without it")
         return None
+
+
 # LLM config fields that make the output head more than a projection (Gemma, Cohere, Granite).
 HEAD_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 

@@ -64,14 +64,20 @@ def _model_with_base_references(tmp_path, **overrides):
     return spec
 
 
-def test_trainable_only_checkpoint_holds_only_trained_weights_and_reloads(tmp_path):
+def _lora_model_with_base_references(tmp_path):
+    """`_model_with_base_references` with LoRA on the LLM, its adapters randomised so that they matter."""
     spec = _model_with_base_references(tmp_path)
     spec.llm.train = "lora"
     model = SpeechLLMForConditionalGeneration.from_spec(spec).eval()
-    with torch.no_grad():  # make the adapters matter
+    with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
+    return model
+
+
+def test_trainable_only_checkpoint_holds_only_trained_weights_and_reloads(tmp_path):
+    model = _lora_model_with_base_references(tmp_path)
     model.save_pretrained(tmp_path / "ckpt", trainable_only=True)
     from safetensors.torch import load_file
 
@@ -83,13 +89,7 @@ def test_trainable_only_checkpoint_holds_only_trained_weights_and_reloads(tmp_pa
 
 
 def test_merged_export_matches_lora_model(tmp_path):
-    spec = _model_with_base_references(tmp_path)
-    spec.llm.train = "lora"
-    model = SpeechLLMForConditionalGeneration.from_spec(spec).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    model = _lora_model_with_base_references(tmp_path)
     conversation = [ask("transcribe", tone(0.9))]
     before = logits(model, conversation)
     model.merged().save_pretrained(tmp_path / "merged")
@@ -108,13 +108,7 @@ def test_a_hub_checkpoint_brings_its_adapters_and_heads(tmp_path, monkeypatch):
 
     from speechllm.heads import fit_heads
 
-    spec = _model_with_base_references(tmp_path)
-    spec.llm.train = "lora"
-    model = SpeechLLMForConditionalGeneration.from_spec(spec).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    model = _lora_model_with_base_references(tmp_path)
     features = {"pitch": np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)}
     model.attribute_heads = fit_heads(model.metadata_schema, {"Gender": ["pitch"]}, features,
                                       {"Gender": ["Male", "Female"] * 3})
@@ -135,13 +129,7 @@ def test_a_hub_checkpoint_brings_its_adapters_and_heads(tmp_path, monkeypatch):
 
 
 def test_load_folds_adapters_for_inference_unless_asked_to_keep_them(tmp_path):
-    spec = _model_with_base_references(tmp_path)
-    spec.llm.train = "lora"
-    model = SpeechLLMForConditionalGeneration.from_spec(spec).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    model = _lora_model_with_base_references(tmp_path)
     conversation = [ask("transcribe", tone(0.9))]
     before = logits(model, conversation)
     model.save_pretrained(tmp_path / "adapters", trainable_only=True)

@@ -75,4 +75,3 @@ def step_loader(steps: StepBatches, start: int, num_workers: int) -> torch.utils
         steps, batch_size=None, sampler=range(start, len(steps)), collate_fn=as_is, num_workers=num_workers,
         prefetch_factor=2 if num_workers else None,
     )
-
