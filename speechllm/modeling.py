@@ -260,6 +260,22 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         if self.attribute_heads is not None:
             self.attribute_heads.save(save_directory)
 
+    def scale_adapters(self, factor: float) -> int:
+        """Multiply every LoRA update (B @ A) by `factor`, in place; returns how many adapters were scaled.
+
+        With 0 < factor < 1 this interpolates in weight space between the pretrained and the fine-tuned model
+        (WiSE-FT, Wortsman et al. 2022): the fine-tuned model keeps more of the pretrained one's robustness on data
+        unlike what it was tuned on (for the default model: real speech after training on synthetic voices)."""
+        if not factor > 0:
+            raise ConfigError(f"adapter scale must be positive, got {factor}")
+        scaled = 0
+        with torch.no_grad():
+            for name, parameter in self.named_parameters():
+                if ".lora_B." in name:  # the update is B @ A, linear in B
+                    parameter.mul_(factor)
+                    scaled += 1
+        return scaled
+
     def merged(self) -> "SpeechLLMForConditionalGeneration":
         """This model with LoRA folded into the base weights; its config says the parts train fully."""
         spec = self.config.model_spec

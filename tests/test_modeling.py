@@ -1,3 +1,5 @@
+import copy
+
 import torch
 import pytest
 from transformers import AutoModel
@@ -244,3 +246,19 @@ def test_logits_at_answer_positions_equal_the_full_logits_there(make):
         kept = model(**batch, logits_mask=mask).logits
     assert kept.shape == (int(mask.sum()), full.shape[-1])
     torch.testing.assert_close(kept, full[mask])
+
+
+def test_scaled_adapters_interpolate_between_pretrained_and_fine_tuned_weights(tmp_path):
+    model = _lora_model_with_base_references(tmp_path)
+    with model.language_model.disable_adapter():
+        pretrained = {n.replace(".base_layer", ""): p.clone()
+                      for n, p in model.language_model.get_base_model().named_parameters() if "lora_" not in n}
+    tuned = {n: p.clone() for n, p in copy.deepcopy(model).merged().language_model.named_parameters()}
+    assert model.scale_adapters(0.25) > 0
+    scaled = dict(model.merged().language_model.named_parameters())
+    changed = 0
+    for name, weight in scaled.items():
+        expected = pretrained[name] + 0.25 * (tuned[name] - pretrained[name])
+        torch.testing.assert_close(weight, expected, atol=1e-5, rtol=1e-5, msg=name)
+        changed += not torch.equal(tuned[name], pretrained[name])
+    assert changed, "the random adapters changed no weight"

@@ -206,3 +206,24 @@ def test_half_precision_on_a_cpu_without_native_support_falls_back_to_fp32(monke
     assert trainer_module.resolve_precision("fp16") == "fp32"  # CPU autocast in fp16 is emulated everywhere
     assert trainer_module.resolve_precision("auto") == "fp32"
     assert trainer_module.resolve_precision("fp32") == "fp32"
+
+
+def test_adapter_scale_shrinks_the_trained_adapters_toward_the_pretrained_model(toy, tmp_path):
+    states = {}
+    for scale in (1.0, 0.5):
+        out = tmp_path / f"scale{scale}"
+        config = load_train_config(RECIPE, small_run(toy, out, "save_every=0", "model.llm.train=lora",
+                                                     f"adapter_scale={scale}"))
+        Trainer(config).train()
+        states[scale] = final_state(out)
+    adapters = [name for name in states[1.0] if ".lora_B." in name]
+    assert adapters
+    for name in states[1.0]:
+        expected = states[1.0][name] * (0.5 if name in adapters else 1.0)  # only the update B @ A shrinks
+        torch.testing.assert_close(states[0.5][name], expected, msg=name)
+
+
+@pytest.mark.parametrize("scale", [0, -0.5, 1.5])
+def test_adapter_scale_outside_zero_to_one_is_refused(scale):
+    with pytest.raises(ConfigError, match="adapter_scale"):
+        load_train_config(RECIPE, [f"adapter_scale={scale}"])

@@ -59,6 +59,9 @@ class TrainConfig:
     # from speechllm.heads.FEATURES (pitch, formants, vad, voice, encoder, encoder_layers). They decide those fields;
     # see heads.py.
     heads: dict[str, list[str]] = field(default_factory=dict)
+    # After the last stage, every LoRA update is multiplied by this (0 < scale <= 1): weight-space interpolation
+    # toward the pretrained model (WiSE-FT), which trades fit to the training data for robustness elsewhere.
+    adapter_scale: float = 1.0
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -95,6 +98,8 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfi
             raise ConfigError(f"stages[{i}].trains: unknown part(s) {sorted(unknown)}; use encoder, connector, llm")
     if config.num_workers < 0:
         raise ConfigError(f"num_workers must be 0 (read data in the training process) or more, got {config.num_workers}")
+    if not 0 < config.adapter_scale <= 1:
+        raise ConfigError(f"adapter_scale must be in (0, 1] (1 keeps the trained adapters), got {config.adapter_scale}")
     from ..heads import check_head_features
 
     for name, features in config.heads.items():

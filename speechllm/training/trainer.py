@@ -318,6 +318,10 @@ class Trainer:
             references = all(p is None or p.name_or_path for p in (spec.encoder, spec.fusion_encoder, spec.llm))
             temporary = self.output_dir / ".tmp-final"
             shutil.rmtree(temporary, ignore_errors=True)
+            if self.config.adapter_scale != 1:
+                scaled = self.model.scale_adapters(self.config.adapter_scale)
+                self.history.append({"adapter_scale": self.config.adapter_scale, "adapters_scaled": scaled})
+                self.accelerator.print(f"scaled {scaled} LoRA adapters by {self.config.adapter_scale}")
             if self.config.heads:
                 self.fit_heads()
             self.model.save_pretrained(temporary, trainable_only=references)
