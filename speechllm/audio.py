@@ -165,6 +165,8 @@ def _existing_file(path: str | Path, label: str) -> str:
         raise AudioError(f"{label}: audio file not found; check the path (relative paths start at {Path.cwd()}).")
     if not path.is_file():
         raise AudioError(f"{label}: is not a regular file; pass the path of an audio file.")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{label}: the file is empty (0 bytes); an empty file is often a failed write or copy.")
     return str(path)
 
 
@@ -181,6 +183,8 @@ def _read_encoded(
     except sf.SoundFileError as e:
         # libsndfile's own words say what it disliked; the rest of its message is a repr of the file object.
         reason = getattr(e, "error_string", None) or str(e)
+        if isinstance(file, str) and reason.startswith("File does not exist"):
+            reason = "libsndfile could not open it"  # its words for a file it cannot parse, though the file exists
         raise AudioError(
             f"{label}: cannot decode as audio ({reason.rstrip('.')}); the file is damaged or not in a format "
             f"libsndfile reads (WAV, FLAC, OGG, MP3, ...): {_REENCODE}."
@@ -191,6 +195,10 @@ def _read_encoded(
 def _segment_frames(segment: tuple[float, float | None], rate: int, total: int, label: str) -> tuple[int, int]:
     """Frame range (start, count) of an (offset_s, duration_s) segment, checked against the file's length."""
     offset_s, duration_s = segment
+    for key, value in (("offset_s", offset_s), ("duration_s", duration_s)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                  or not math.isfinite(value)):
+            raise AudioError(f"{label}: {key} must be a finite number of seconds, got {value!r}.")
     if offset_s < 0 or (duration_s is not None and duration_s <= 0):
         raise AudioError(f"{label}: need offset_s >= 0 and duration_s > 0, got {offset_s} and {duration_s}.")
     start = round(offset_s * rate)

@@ -6,8 +6,31 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
-from .errors import SpeechLLMError
+from .errors import ConfigError, SpeechLLMError
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (batch sizes, counts, token limits)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0-65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
+    return value
 
 
 def cmd_train(args):
@@ -79,7 +102,7 @@ def cmd_eval(args):
     from .evaluation.report import markdown
 
     report = evaluate(
-        resolve_model(args.model), args.manifests, fields=args.fields.split(",") if args.fields else None,
+        resolve_model(args.model), args.manifests, fields=args.fields.split(",") if args.fields is not None else None,
         batch_size=args.batch_size, baselines=("majority",) if args.no_cascade else ("cascade", "majority"),
         out_dir=args.out, limit=args.limit, model_name=args.model,
     )
@@ -91,19 +114,23 @@ def cmd_infer(args):
     from .evaluation.batch_infer import collect_inputs, infer_clips, resolve_model, split_model_argument
 
     name, audio = split_model_argument(args.inputs)
+    if args.out and (Path(args.out).is_dir() or not Path(args.out).absolute().parent.is_dir()):
+        raise ConfigError(f"--out {args.out}: not a file in an existing folder")  # before the model loads
     clips = collect_inputs(audio)
     model = resolve_model(name)
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-    failed = 0
+    lines = infer_clips(model, clips, fields=args.fields.split(",") if args.fields is not None else None,
+                        instruction=args.instruction, transcribe=args.transcribe,
+                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)  # bad options fail here
+    out, failed = None, 0
     try:
-        for line in infer_clips(model, clips, fields=args.fields.split(",") if args.fields else None,
-                                instruction=args.instruction, transcribe=args.transcribe,
-                                batch_size=args.batch_size, max_new_tokens=args.max_new_tokens):
+        for line in lines:
             failed += "error" in line
+            if out is None:  # opened at the first answer: a run that fails before it leaves an old --out file intact
+                out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
             out.flush()
     finally:
-        if out is not sys.stdout:
+        if out is not None and out is not sys.stdout:
             out.close()
     return 1 if failed else 0
 
@@ -114,9 +141,9 @@ def add_eval_parsers(sub) -> None:
     p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="JSONL evaluation manifest(s)")
     p.add_argument("--out", default="eval-report", help="folder for report.json, report.md, plots")
     p.add_argument("--fields", help="comma-separated fields to ask for (default: the labelled ones)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--no-cascade", action="store_true", help="skip the faster-whisper cascade baseline")
-    p.add_argument("--limit", type=int, help="evaluate the first N usable rows of each manifest")
+    p.add_argument("--limit", type=positive_int, help="evaluate the first N usable rows of each manifest")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("infer", help="answer about audio files, folders or manifests; JSON lines out")
@@ -126,8 +153,8 @@ def add_eval_parsers(sub) -> None:
     mode.add_argument("--fields", help="comma-separated metadata fields, e.g. Gender,Accent")
     mode.add_argument("--transcribe", action="store_true", help="transcripts (default: all metadata fields)")
     p.add_argument("--out", help="write JSON lines here instead of stdout")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=256, help="for --instruction and --transcribe")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="for --instruction and --transcribe")
     p.set_defaults(func=cmd_infer)
 
 
@@ -141,7 +168,7 @@ def add_serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over HTTP: OpenAI-compatible API, metadata, web page at /")
     p.add_argument("model", nargs="?", help="saved model directory or hub id (default: the library's default model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` (default: $SPEECHLLM_API_KEY, else none)")
     p.add_argument("--config", help="YAML of server limits and batching (see speechllm/serving/config.py)")
     p.set_defaults(func=cmd_serve)
@@ -163,9 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="output JSONL manifest")
     p.add_argument("--llm", required=True, help="hub id or local path of the text LLM")
     p.add_argument("--families", default="repeat,paraphrase,keywords,intent,sentiment,continuation,translation,answer")
-    p.add_argument("--templates-per-record", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--templates-per-record", type=positive_int, default=1)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--max-new-tokens", type=positive_int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start over instead of continuing a partial output")
     p.set_defaults(func=cmd_targets)
@@ -183,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_subparsers(dest="data_command", required=True)
     p = data.add_parser("synth", help="speak sentences with espeak-ng and piper voices: a labelled corpus with splits")
     p.add_argument("out_dir")
-    p.add_argument("--count", type=int, default=1000, help="number of clips (speech and non-speech)")
+    p.add_argument("--count", type=positive_int, default=1000, help="number of clips (speech and non-speech)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument("--voices", default=None, help="comma-separated voice ids or prefixes, e.g. espeak:en-gb,piper:")
     p.add_argument("--negatives", type=float, default=0.05, help="fraction of non-speech clips")
     p.add_argument("--augment", type=float, default=0.5, help="probability of noise/reverb/speed/gain per clip")
@@ -193,11 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="answer with the default model, build a corpus, train, evaluate both")
     p.add_argument("--out-dir", default="runs/quickstart")
-    p.add_argument("--clips", type=int, default=400, help="size of the synthetic corpus")
-    p.add_argument("--steps", type=int, default=40, help="training steps")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--clips", type=positive_int, default=400, help="size of the synthetic corpus")
+    p.add_argument("--steps", type=positive_int, default=40, help="training steps")
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--real", default=None, help="a manifest of real recordings to evaluate on as well")
-    p.add_argument("--eval-limit", type=int, default=40, help="clips per evaluation manifest")
+    p.add_argument("--eval-limit", type=positive_int, default=40, help="clips per evaluation manifest")
     p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("demo", help="answer about a generated clip with a tiny random model (offline check)")

@@ -7,6 +7,7 @@ The dataclasses here are what users write in YAML (`model:` section of a recipe)
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -124,9 +125,25 @@ def _coerce(hint, value, where):
         return [from_dict(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
     if origin is Literal and value not in args:
         raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
-    if hint is float and isinstance(value, int):
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # PyYAML reads `lr: 1e-4` (no dot) as a string
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number
+    if hint is int and isinstance(value, float) and value.is_integer():  # `alpha: 16.0` in an older checkpoint
+        return int(value)
+    expected = _SCALARS.get(hint)
+    if expected and (not isinstance(value, hint) or (hint is not bool and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
     return value
+
+
+# A YAML typo (`steps: 1O`, `seed: abc`) fails when read, naming the key, not deep inside training.
+_SCALARS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
 
 
 def to_dict(spec) -> dict:

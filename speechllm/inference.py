@@ -4,12 +4,15 @@ code the training tasks use (`data.tasks.prompt_message`), so a model is asked e
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .audio import AudioInput
 from .data.tasks import instructions, prompt_message
+from .errors import InputError
 from .heads import encode_for_heads
 from .metadata import (
     MetadataConstraint, MetadataResult, MetadataSchema, decode_results, instruction_for, serialize,
@@ -20,6 +23,7 @@ NO_SPEECH_CERTAINTY = 0.99  # a speech-activity head's probability of "no speech
 
 
 def _batches(items: list, size: int):
+    _check_positive("batch_size", size)
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -33,6 +37,7 @@ def chat(model, conversations, *, max_new_tokens: int = 256, batch_size: int = 8
     """Answers to conversations (lists of messages with text and audio parts), greedy by default."""
     if conversations and isinstance(conversations[0], dict):
         conversations = [conversations]
+    _check_positive("max_new_tokens", max_new_tokens)
     generate_kwargs.setdefault("do_sample", False)
     answers = []
     for group in _batches(list(conversations), batch_size):
@@ -46,7 +51,7 @@ def transcribe(model, audio: AudioInput | Sequence[AudioInput], *, instruction: 
     """Transcripts of one clip (a string back) or several (a list back)."""
     single = not isinstance(audio, (list, tuple)) or _is_array_pair(audio)
     clips = [audio] if single else list(audio)
-    instruction = instruction or instructions("asr")[0]
+    instruction = instructions("asr")[0] if instruction is None else check_instruction(instruction)
     answers = chat(model, [[prompt_message(instruction, clip)] for clip in clips],
                    batch_size=batch_size, max_new_tokens=max_new_tokens)
     return answers[0] if single else answers
@@ -62,11 +67,13 @@ def generate_meta(model, audio: AudioInput | Sequence[AudioInput], fields: Seque
     one MetadataResult, a list of clips a list.
     """
     schema = model.metadata_schema
-    names = list(fields) if fields is not None else schema.names
+    names = [fields] if isinstance(fields, str) else list(fields) if fields is not None else schema.names
     schema.subset(names)  # unknown field names fail here, naming the valid ones
+    if max_new_tokens is not None:
+        _check_positive("max_new_tokens", max_new_tokens)
     single = not isinstance(audio, (list, tuple)) or _is_array_pair(audio)
     clips = [audio] if single else list(audio)
-    instruction = instruction or instruction_for(names, schema)
+    instruction = instruction_for(names, schema) if instruction is None else check_instruction(instruction)
     results = []
     for group in _batches(clips, batch_size):
         batch = _device_batch(model, [[prompt_message(instruction, clip)] for clip in group])
@@ -120,5 +127,21 @@ def metadata_batch(model, batch: dict, schema: MetadataSchema, names: Sequence[s
 
 
 def _is_array_pair(audio) -> bool:
-    """(array, rate) is one clip, not a list of two."""
-    return isinstance(audio, tuple) and len(audio) == 2 and isinstance(audio[1], int)
+    """(array, rate) is one clip, not a list of two: a tuple of two whose first item is samples or whose second is
+    a number (16000, 16000.0, np.int64(16000)); load_audio then checks the rate."""
+    if not (isinstance(audio, tuple) and len(audio) == 2):
+        return False
+    rate_like = isinstance(audio[1], numbers.Real) and not isinstance(audio[1], bool)
+    return rate_like or isinstance(audio[0], (np.ndarray, torch.Tensor))
+
+
+def check_instruction(instruction) -> str:
+    """An instruction is non-empty text; InputError otherwise."""
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise InputError(f"an instruction must be non-empty text, got {instruction!r}")
+    return instruction
+
+
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be a positive whole number, got {value!r}")

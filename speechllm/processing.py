@@ -109,6 +109,8 @@ class SpeechLLMProcessor:
             for part in content:
                 kind = part.get("type") if isinstance(part, dict) else None
                 if kind == "text":
+                    if not isinstance(part.get("text"), str):
+                        raise InputError(f"message {index}: a text part needs 'text' (a string), got {part!r}")
                     text.append(part["text"])
                 elif kind == "audio":
                     if message["role"] == "assistant":

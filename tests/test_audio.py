@@ -136,6 +136,8 @@ def bad_inputs(tmp_path):
     truncated = tmp_path / "truncated.wav"
     truncated.write_bytes(write(tmp_path / "full.wav", sine()).read_bytes()[:20])
     empty = write(tmp_path / "empty.wav", np.zeros(0, np.float32))
+    zero_bytes = tmp_path / "zero-bytes.wav"
+    zero_bytes.write_bytes(b"")
     nan, inf = sine(), sine()
     nan[100], inf[100] = np.nan, np.inf
     return [
@@ -145,6 +147,7 @@ def bad_inputs(tmp_path):
         ("truncated header", truncated, {}, ["truncated.wav", "cannot decode"]),
         ("garbage bytes", b"RIFF....garbage", {}, ["<bytes>", "cannot decode"]),
         ("zero-length wav", empty, {}, ["empty.wav", "empty"]),
+        ("0-byte file", zero_bytes, {}, ["zero-bytes.wav", "empty (0 bytes)"]),
         ("empty array", np.zeros(0, np.float32), {"sampling_rate": 16000}, ["<array>", "empty"]),
         ("NaN", nan, {"sampling_rate": 16000}, ["<array>", "NaN"]),
         ("inf", inf, {"sampling_rate": 16000}, ["inf"]),
@@ -213,6 +216,25 @@ def test_segment_outside_file(tmp_path, offset_s, duration_s, words):
     assert "three.wav" in str(caught.value)
     for word in words:
         assert word in str(caught.value)
+
+
+@pytest.mark.parametrize("offset_s, duration_s", [("abc", None), (0, "2"), (float("nan"), None), (0, float("inf")),
+                                                  (True, None)])
+def test_segment_bounds_of_the_wrong_type_are_clear(tmp_path, offset_s, duration_s):
+    path = write(tmp_path / "three.wav", sine(seconds=3))
+    with pytest.raises(AudioError, match="three.wav: .* must be a finite number of seconds"):
+        load_audio_segment(path, offset_s, duration_s)
+
+
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="libsndfile without MP3")
+def test_cut_short_mp3_is_not_called_missing(tmp_path):
+    full = tmp_path / "full.mp3"
+    sf.write(full, sine(seconds=2), SAMPLE_RATE, format="MP3")
+    stub = tmp_path / "stub.mp3"
+    stub.write_bytes(full.read_bytes()[:100])  # libsndfile says "File does not exist" of this existing file
+    with pytest.raises(AudioError) as caught:
+        load_audio(stub)
+    assert "stub.mp3: cannot decode" in str(caught.value) and "does not exist" not in str(caught.value)
 
 
 def test_segment_of_missing_file(tmp_path):

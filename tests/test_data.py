@@ -98,6 +98,14 @@ def test_bad_row_names_file_line_and_problem(tmp_path, clips, row, reason):
     assert f"{path}:2: " in str(error.value) and reason in str(error.value)
 
 
+def test_a_line_that_is_not_utf8_is_a_bad_row(tmp_path, clips):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b'\n{"audio": "clips/a.wav", "transcript": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=f"{path}:2: not UTF-8 text"):
+        read_manifest(path)
+    assert [line for line, _ in read_manifest(path, on_bad_row="skip").skipped] == [2]
+
+
 def test_skip_mode_collects_bad_rows(tmp_path, clips):
     rows = [GOOD, BAD_ROWS[0][0], {**GOOD, "gender": "robot"}, {"audio": "clips/b.wav", "transcript": "ok"}]
     data = read_manifest(manifest(tmp_path / "m.jsonl", rows), on_bad_row="skip")

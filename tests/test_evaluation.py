@@ -152,3 +152,23 @@ def test_cascade_transcribes_a_real_clip():
 
     (text,) = CascadeASR().transcribe([load_audio(REALSPEECH / "audio" / "lj_LJ001-0002.wav")])
     assert corpus_wer(["in being comparatively modern."], [text])["wer"] <= 0.25, text
+
+
+def test_evaluate_refuses_bad_options_before_any_work(tiny, four_clips, tmp_path, monkeypatch):
+    monkeypatch.setattr(type(tiny), "generate_meta", lambda *a, **k: pytest.fail("nothing may be decoded"))
+    taken = tmp_path / "report.txt"
+    taken.write_text("someone's notes")
+    for kwargs, words in [({"out_dir": taken}, "is a file"), ({"out_dir": tmp_path / "o", "batch_size": 0},
+                          "batch_size"), ({"out_dir": tmp_path / "o", "limit": -1}, "limit")]:
+        with pytest.raises(ConfigError, match=words):
+            evaluate(tiny, four_clips, baselines=(), **kwargs)
+    assert taken.read_text() == "someone's notes"
+
+
+def test_a_line_that_is_not_utf8_is_one_skipped_row(tmp_path, four_clips):
+    path = tmp_path / "dev.jsonl"
+    path.write_bytes(four_clips.read_bytes() + b'{"audio": "a.wav", "transcript": "caf\xe9"}\n')
+    data = read_eval_manifests([path], SPEECHLLM_SCHEMA)
+    assert len(data.records) == 4
+    assert data.skipped[str(path)] == [{"line": 5, "reason": data.skipped[str(path)][0]["reason"]}]
+    assert "not UTF-8" in data.skipped[str(path)][0]["reason"]

@@ -10,8 +10,8 @@ import soundfile as sf
 
 import speechllm
 from speechllm.cli import main
-from speechllm.errors import ConfigError
-from speechllm.evaluation.batch_infer import collect_inputs, split_model_argument
+from speechllm.errors import ConfigError, SpeechLLMError
+from speechllm.evaluation.batch_infer import collect_inputs, infer_clips, split_model_argument
 
 RATE = 16000
 
@@ -96,3 +96,74 @@ def test_without_a_model_the_default_model_answers(model_dir, folder, capsys, mo
     monkeypatch.setattr(speechllm.modeling, "DEFAULT_MODEL", Path(model_dir))
     code, lines, _ = run(capsys, folder / "a.wav", "--fields", "Gender")
     assert code == 0 and lines[0]["Gender"] in ("Female", "Male")
+
+
+# --- bad options and bad manifest rows ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--batch-size", "-1"), ("--max-new-tokens", "0"),
+                                         ("--batch-size", "two")])
+def test_bad_numbers_are_refused_before_the_model_loads(folder, capsys, monkeypatch, flag, value):
+    monkeypatch.setattr(speechllm.modeling, "load", lambda *a, **k: pytest.fail("the model must not load"))
+    with pytest.raises(SystemExit) as caught:
+        main(["infer", str(folder / "a.wav"), flag, value])
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and f"argument {flag}:" in err and value in err and "Traceback" not in err
+
+
+def test_bad_options_in_the_library_fail_before_any_clip(tiny, folder):
+    clips = collect_inputs([str(folder / "a.wav")])
+    for kwargs, words in [({"batch_size": 0}, "batch_size"), ({"max_new_tokens": -5, "transcribe": True},
+                          "max_new_tokens"), ({"instruction": "  "}, "instruction"), ({"fields": ["Mood"]}, "Mood")]:
+        with pytest.raises(SpeechLLMError, match=words):
+            infer_clips(tiny, clips, progress=False, **kwargs)  # raises at the call, not at the first answer
+
+
+def test_a_failed_run_leaves_an_earlier_out_file_intact(model_dir, folder, tmp_path, capsys):
+    out = tmp_path / "answers.jsonl"
+    out.write_text('{"audio": "earlier run"}\n')
+    assert main(["infer", str(model_dir), str(folder / "a.wav"), "--fields", "Mood", "--out", str(out)]) == 1
+    assert "unknown metadata field 'Mood'" in capsys.readouterr().err
+    assert out.read_text() == '{"audio": "earlier run"}\n'
+    assert main(["infer", str(model_dir), str(folder / "a.wav"), "--out", str(tmp_path)]) == 1  # a folder
+    assert "--out" in capsys.readouterr().err
+
+
+def test_bad_manifest_rows_get_error_lines_and_the_others_run(model_dir, folder, tmp_path, capsys):
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"audio": "clips/a.wav", "offset_s": "abc"}, {"audio": "clips/a.wav", "duration_s": "2"},
+            {"audio": "clips/a.wav", "offset_s": None, "id": "whole"}, {"audio": "clips/a.wav", "duration_s": -1}]
+    manifest.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in rows) + b'{"audio": "\xff.wav"}\n')
+    code, lines, _ = run(capsys, model_dir, manifest, "--fields", "Gender")
+    assert code == 1 and [line.get("audio") for line in lines] == [f"{manifest}:1", f"{manifest}:2", "whole",
+                                                                  f"{manifest}:4", f"{manifest}:5"]
+    assert "offset_s must be a number" in lines[0]["error"] and "duration_s must be a number" in lines[1]["error"]
+    assert lines[2]["Gender"] in ("Female", "Male") and "duration_s > 0" in lines[3]["error"]
+    assert "not UTF-8" in lines[4]["error"]
+
+
+# --- the Python API ---------------------------------------------------------------------------------
+
+
+def test_api_bad_arguments_raise_clear_errors(tiny):
+    clip = (0.1 * np.random.default_rng(0).standard_normal(RATE).astype(np.float32), RATE)
+    cases = [
+        (lambda: tiny.transcribe(clip, batch_size=0), "batch_size must be a positive"),
+        (lambda: tiny.transcribe(clip, max_new_tokens=0), "max_new_tokens must be a positive"),
+        (lambda: tiny.generate_meta(clip, max_new_tokens=-3), "max_new_tokens must be a positive"),
+        (lambda: tiny.generate_meta([clip, clip], batch_size=-1), "batch_size must be a positive"),
+        (lambda: tiny.transcribe(clip, instruction=5), "instruction must be non-empty text"),
+        (lambda: tiny.generate_meta(clip, instruction=""), "instruction must be non-empty text"),
+        (lambda: tiny.generate_meta((clip[0], "16000")), "sampling rate must be a positive number"),
+    ]
+    for call, words in cases:
+        with pytest.raises(SpeechLLMError, match=words):
+            call()
+
+
+def test_api_array_pair_with_any_number_type_is_one_clip(tiny):
+    samples = 0.1 * np.random.default_rng(0).standard_normal(RATE).astype(np.float32)
+    expected = tiny.generate_meta((samples, RATE), fields=["Gender"]).values
+    for rate in (16000.0, np.int64(16000)):
+        assert tiny.generate_meta((samples, rate), fields=["Gender"]).values == expected
+    assert tiny.generate_meta((samples, RATE), fields="Gender").values == expected  # one field name as a string

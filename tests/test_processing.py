@@ -104,6 +104,8 @@ def test_template_that_rewrites_history_is_refused(tiny):
         ([{"role": "user", "content": [{"type": "video", "video": 1}]}], "unknown content part"),
         ([{"role": "user", "content": "say <|audio|>"}], "placeholder"),
         ([{"role": "user", "content": 5}], "string or a list"),
+        ([{"role": "user", "content": [{"type": "text"}]}], "text part needs 'text'"),
+        ([{"role": "user", "content": [{"type": "text", "text": None}]}], "text part needs 'text'"),
     ],
 )
 def test_malformed_conversations_get_clear_errors(tiny, conversation, message):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from speechllm.errors import ConfigError
 from speechllm.modeling import SpeechLLMForConditionalGeneration
 from speechllm.testing import TINY_ENCODERS, tiny_llm_config, tiny_tokenizer
 from speechllm.training.config import load_train_config
@@ -40,3 +41,17 @@ def test_replica_builds_with_stand_in_weights(recipe):
     assert trains == expected
     if spec.llm.train == "lora":
         assert all("lora_" in n for n, p in model.language_model.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("override, words", [("stages.0.steps=abc", "recipe.stages[0].steps: expected a whole number"),
+                                             ("seed=1.5", "recipe.seed: expected a whole number"),
+                                             ("feature_cache=3", "recipe.feature_cache: expected true or false"),
+                                             ("stages.0.lr=fast", "recipe.stages[0].lr: expected a number")])
+def test_a_value_of_the_wrong_type_fails_when_read(override, words):
+    with pytest.raises(ConfigError) as caught:
+        load_train_config(CONFIGS / "tiny.yaml", [override])
+    assert words in str(caught.value)
+
+
+def test_exponent_without_a_dot_is_a_number():
+    assert load_train_config(CONFIGS / "tiny.yaml", ["stages.0.lr=1e-4"]).stages[0].lr == 1e-4

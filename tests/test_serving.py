@@ -449,3 +449,9 @@ def test_cli_serve_errors_are_clear(tmp_path, monkeypatch, capsys):
     (tmp_path / "bad.yaml").write_text("max_batch: 3\n")
     assert cli.main(["serve", str(tmp_path), "--config", str(tmp_path / "bad.yaml")]) == 1
     assert "unknown key(s) ['max_batch']" in capsys.readouterr().err
+    (tmp_path / "typo.yaml").write_text("max_body_bytes: 25MB\n")
+    assert cli.main(["serve", str(tmp_path), "--config", str(tmp_path / "typo.yaml")]) == 1
+    assert "max_body_bytes: expected a whole number, got '25MB'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # checked by argparse, before the model loads
+        cli.main(["serve", "--port", "99999"])
+    assert "a port is 0-65535, got 99999" in capsys.readouterr().err

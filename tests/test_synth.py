@@ -152,6 +152,14 @@ def test_espeak_voices_have_true_labels_and_speak_deterministically():
     assert a.dtype == np.float32 and 1.0 < len(a) / SAMPLE_RATE < 6.0 and np.array_equal(a, b)
 
 
+def test_output_path_that_is_a_file_is_a_clear_config_error(tmp_path):
+    taken = tmp_path / "corpus"
+    taken.write_text("not a folder")
+    with pytest.raises(ConfigError, match="is a file"):
+        build_corpus(taken, 5)
+    assert taken.read_text() == "not a folder"
+
+
 def test_unknown_voice_is_a_clear_config_error():
     with pytest.raises(ConfigError, match="no voice matches"):
         resolve_voices(["festival:nobody"])

@@ -127,6 +127,17 @@ class BadRow(Exception):
     """The reason one row is unusable; callers add where the row is."""
 
 
+def parse_json_line(line: bytes | str) -> Any:
+    """One manifest line (read in binary, so one undecodable line spoils only itself) -> its JSON value;
+    BadRow when it is not JSON or not UTF-8 text."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BadRow(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    except UnicodeDecodeError as e:
+        raise BadRow(f"not UTF-8 text (byte {e.start} of the line); save the manifest as UTF-8") from None
+
+
 def read_manifest(
     path: str | Path,
     schema: MetadataSchema | None = None,
@@ -150,15 +161,12 @@ def read_manifest(
         raise DataError(f"manifest {path} not found")
     parser = RowParser(schema, path.parent, check_audio, task, ignore_keys)
     data = ManifestData(str(path), [])
-    with path.open(encoding="utf-8") as lines:
+    with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise BadRow(f"invalid JSON ({e.msg} at column {e.colno})") from None
+                row = parse_json_line(line)
                 data.records.append(parser.parse(row, f"{path.stem}:{number}", f"{path}:{number}"))
             except BadRow as e:
                 if on_bad_row == "error":

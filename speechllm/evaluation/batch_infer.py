@@ -9,7 +9,6 @@ when the clip cannot be used (the others still run).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -17,8 +16,10 @@ from typing import Iterator, Sequence
 from tqdm import tqdm
 
 from speechllm.audio import SAMPLE_RATE, AudioInput, load_audio_segment
+from speechllm.data.manifest import BadRow, _segment, parse_json_line
 from speechllm.data.tasks import prompt_message
 from speechllm.errors import AudioError, ConfigError, DataError
+from speechllm.inference import check_instruction
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -76,22 +77,23 @@ def collect_inputs(arguments: Sequence[str]) -> list[InputClip]:
 
 
 def _manifest_clips(path: Path) -> list[InputClip]:
+    """One InputClip per non-blank line; a bad line (not JSON, no 'audio' path, a bad segment) becomes an
+    InputClip with its error, named `manifest:line`, so the other rows still run."""
     clips = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         try:
-            row = json.loads(line)
-            audio = row["audio"]
-            if not isinstance(audio, str) or not audio:
-                raise TypeError
-        except (json.JSONDecodeError, KeyError, TypeError):
-            clips.append(InputClip(where, error=f"{where}: expected a JSON object with an 'audio' path"))
+            row = parse_json_line(line)
+            if not isinstance(row, dict) or not isinstance(row.get("audio"), str) or not row["audio"]:
+                raise BadRow("expected a JSON object with an 'audio' path")
+            row = {k: v for k, v in row.items() if v is not None}  # null means absent
+            segment = _segment(row) if "offset_s" in row or "duration_s" in row else None
+        except BadRow as e:
+            clips.append(InputClip(where, error=f"{where}: {e}"))
             continue
-        source = str(path.parent / audio)
-        offset, duration = row.get("offset_s"), row.get("duration_s")
-        segment = (float(offset or 0.0), duration) if offset is not None or duration is not None else None
+        source = str(path.parent / row["audio"])
         clips.append(InputClip(str(row.get("id") or source), source, segment))
     return clips
 
@@ -108,13 +110,26 @@ def _decode(model, clip: InputClip):
 def infer_clips(model, clips: Sequence[InputClip], *, fields: Sequence[str] | None = None,
                 instruction: str | None = None, transcribe: bool = False, batch_size: int = 16,
                 max_new_tokens: int = 256, progress: bool = True) -> Iterator[dict]:
-    """Answer about each clip, batched; yields one JSON-ready dict per clip, in order.
+    """Answer about each clip, batched; returns an iterator of one JSON-ready dict per clip, in order.
 
     Modes: `instruction` -> {"answer"} (free-form, `model.chat`); `transcribe` -> {"transcript"}; otherwise
     metadata -> the values of `fields` (default: every field of the model's schema) plus "confidences" and
-    "valid" (and "problem" when the answer was cut off). A clip that cannot be decoded -> {"error"}."""
+    "valid" (and "problem" when the answer was cut off). A clip that cannot be decoded -> {"error"}.
+    Bad options (an unknown field, an empty instruction, batch_size or max_new_tokens below 1) raise here, before
+    any clip is read."""
     if sum([instruction is not None, transcribe, fields is not None]) > 1:
         raise ConfigError("choose one of instruction, transcribe or fields")
+    for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
+    if instruction is not None:
+        check_instruction(instruction)
+    if fields is not None:
+        model.metadata_schema.subset(list(fields))  # an unknown field fails here, naming the valid ones
+    return _infer_clips(model, clips, fields, instruction, transcribe, batch_size, max_new_tokens, progress)
+
+
+def _infer_clips(model, clips, fields, instruction, transcribe, batch_size, max_new_tokens, progress):
     bar = tqdm(total=len(clips), desc="infer", unit="clip", disable=None if progress else True)
     for start in range(0, len(clips), batch_size):
         group, decoded = clips[start:start + batch_size], {}

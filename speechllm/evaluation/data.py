@@ -11,12 +11,11 @@ label spellings, so here:
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speechllm.data.manifest import BadRow, Record, RowParser, label_keys
+from speechllm.data.manifest import BadRow, Record, RowParser, label_keys, parse_json_line
 from speechllm.errors import DataError
 from speechllm.metadata import MetadataSchema
 
@@ -56,7 +55,7 @@ def read_eval_manifests(paths, schema: MetadataSchema, limit: int | None = None)
             raise DataError(f"manifest {path} not found")
         parser = RowParser(schema, path.parent, check_audio=True, task=None)
         skipped, kept = data.skipped.setdefault(str(path), []), 0
-        with path.open(encoding="utf-8") as lines:
+        with path.open("rb") as lines:  # one line that is not UTF-8 is a bad row, not the end of the run
             for number, line in enumerate(lines, 1):
                 if limit is not None and kept >= limit:
                     break
@@ -72,11 +71,8 @@ def read_eval_manifests(paths, schema: MetadataSchema, limit: int | None = None)
     return data
 
 
-def _parse(line: str, parser: RowParser, schema: MetadataSchema, unmapped, path: Path, number: int):
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise BadRow(f"invalid JSON ({e.msg} at column {e.colno})") from None
+def _parse(line: bytes, parser: RowParser, schema: MetadataSchema, unmapped, path: Path, number: int):
+    row = parse_json_line(line)
     if not isinstance(row, dict):
         raise BadRow(f"a row must be a JSON object, got {type(row).__name__}")
     group = row.get("dataset") if isinstance(row.get("dataset"), str) and row["dataset"].strip() else None

@@ -124,8 +124,10 @@ def build_corpus(out_dir: str | os.PathLike, num_utterances: int, *, seed: int =
         raise ConfigError(f"workers must be at least 1, got {workers}")
     splits = check_fractions(splits)
     augment = AugmentConfig(prob=float(augment_prob))
-    chosen = resolve_voices(voices) if negatives_fraction < 1 else []
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; the corpus needs a folder (new or built before with the same settings)")
+    chosen = resolve_voices(voices) if negatives_fraction < 1 else []
     out.mkdir(parents=True, exist_ok=True)
     settings = {"format": _FORMAT_VERSION, "num_utterances": int(num_utterances), "seed": int(seed),
                 "voices": sorted(v.id for v in chosen), "negatives_fraction": float(negatives_fraction),
