@@ -9,6 +9,7 @@ with only the trained weights plus references to the base encoder and LLM
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -91,6 +92,38 @@ def apply_train_mode(module: nn.Module, mode: str, lora: LoraSpec) -> nn.Module:
 def merge_lora(module: nn.Module) -> nn.Module:
     """Fold LoRA adapters into the base weights (no-op without adapters)."""
     return module.merge_and_unload() if hasattr(module, "merge_and_unload") else module
+
+
+@contextlib.contextmanager
+def cross_attention_ignores_padding(language_model: nn.Module, frames: torch.Tensor, width: int):
+    """Within the block, the LLM's cross-attention layers (Whisper-style `encoder_attn`) ignore encoder frames past
+    each row's `frames`. Whisper's decoder passes no encoder mask to them (transformers hard-codes None), so a clip
+    batched with a longer one (over 30 s, or any longer one when outputs are cropped to length) would attend to
+    zero padding and be answered differently than alone. A pre-hook hands each layer the mask instead."""
+    frames = frames.to(torch.long)
+    if bool((frames >= width).all()):
+        yield  # nothing padded: the usual case for Whisper's fixed 30 s window
+        return
+    padded = torch.arange(width, device=frames.device)[None, :] >= frames[:, None]  # (rows, width)
+
+    def with_mask(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        mask = torch.zeros(padded.shape, dtype=hidden.dtype, device=hidden.device)
+        mask = mask.masked_fill(padded.to(hidden.device), torch.finfo(hidden.dtype).min)[:, None, None, :]
+        if hidden.shape[0] != mask.shape[0]:  # beam search: each row's beams follow it
+            mask = mask.repeat_interleave(hidden.shape[0] // mask.shape[0], dim=0)
+        return args, {**kwargs, "attention_mask": mask}
+
+    layers = [m for name, m in language_model.named_modules() if name.endswith("encoder_attn")]
+    if not layers:
+        raise ConfigError("this LLM's cross-attention layers are not Whisper-style `encoder_attn`; batch clips of the "
+                          "same length, or one clip at a time")
+    handles = [layer.register_forward_pre_hook(with_mask, with_kwargs=True) for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def logits_at(language_model: nn.Module, logits_mask: torch.Tensor, **inputs):
@@ -367,19 +400,20 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             embeds = embeds.masked_scatter(is_audio[..., None], flat)
         return embeds
 
-    def audio_states(self, input_ids, audio_values=None, audio_lengths=None, audio_features=None) -> torch.Tensor:
-        """Cross-attention coupling: connector outputs (rows, frames, width), exactly one clip per row."""
+    def audio_states(self, input_ids, audio_values=None, audio_lengths=None, audio_features=None):
+        """Cross-attention coupling: connector outputs (rows, frames, width), exactly one clip per row, and each
+        row's number of real frames (the rest is padding up to the longest clip)."""
         if audio_features is None:
             if audio_values is None:
                 raise InputError("this model reads audio through cross-attention: every prompt needs one clip")
-            states, _ = self.encode_audio(audio_values.to(self.device), audio_lengths.to(self.device))
+            states, frames = self.encode_audio(audio_values.to(self.device), audio_lengths.to(self.device))
         else:
             features, frames = audio_features
             dtype = self.connector_dtype(features.dtype)
-            states, _ = self.connector(features.to(self.device, dtype), frames.to(self.device))
+            states, frames = self.connector(features.to(self.device, dtype), frames.to(self.device))
         if len(states) != input_ids.shape[0]:
             raise InputError(f"this model reads one clip per conversation; got {len(states)} clips for {input_ids.shape[0]}")
-        return states
+        return states, frames
 
     def forward(
         self, input_ids, attention_mask=None, audio_values=None, audio_lengths=None, labels=None,
@@ -390,16 +424,20 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         With `logits_mask` ((batch, seq) booleans), `logits` are computed at the True positions only and
         come flattened row by row, (positions, vocab): training needs them at answer positions alone.
         """
+        padding = contextlib.nullcontext()
         if self.coupling == "cross_attention":
-            states = self.audio_states(input_ids, audio_values, audio_lengths, audio_features)
+            states, frames = self.audio_states(input_ids, audio_values, audio_lengths, audio_features)
             inputs = {"input_ids": input_ids, "encoder_outputs": (states,)}
+            padding = cross_attention_ignores_padding(self.language_model, frames, states.shape[1])
         else:
             inputs = {"inputs_embeds": self.embed(input_ids, audio_values, audio_lengths, audio_embeds, audio_features)}
         if logits_mask is not None:
             if labels is not None:
                 raise InputError("pass `labels` or `logits_mask`, not both: the loss needs logits at every position")
-            return logits_at(self.language_model, logits_mask, attention_mask=attention_mask, **inputs, **kwargs)
-        out = self.language_model(attention_mask=attention_mask, **inputs, **kwargs)
+            with padding:
+                return logits_at(self.language_model, logits_mask, attention_mask=attention_mask, **inputs, **kwargs)
+        with padding:
+            out = self.language_model(attention_mask=attention_mask, **inputs, **kwargs)
         if labels is not None:
             # Computed here, not by the LLM: LLMs disagree on whether they shift labels (Whisper does not).
             out.loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
@@ -421,10 +459,11 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             # max_new_tokens decides; a max_length from the LLM's generation config (Whisper: 448) only adds a warning
             kwargs.setdefault("max_length", None)
         if self.coupling == "cross_attention":
-            states = self.audio_states(input_ids, audio_values, audio_lengths, audio_features)
-            out = self.language_model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=(states,), **kwargs
-            )
+            states, frames = self.audio_states(input_ids, audio_values, audio_lengths, audio_features)
+            with cross_attention_ignores_padding(self.language_model, frames, states.shape[1]):
+                out = self.language_model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=(states,), **kwargs
+                )
             if isinstance(out, torch.Tensor):  # given input_ids, generate returns prompt + answer
                 return out[:, input_ids.shape[1] :]
             return out

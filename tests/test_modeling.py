@@ -167,17 +167,33 @@ def test_placeholder_count_mismatch_is_a_clear_error(tiny):
         tiny(**batch)
 
 
-def cross_attention_model():
+def cross_attention_model(crop_to_length: bool = False):
     """Whisper's decoder reading a tiny Whisper encoder through cross-attention (the default model's design)."""
     from speechllm.testing import TINY_ENCODERS
 
     whisper = {**TINY_ENCODERS["whisper"], "decoder_start_token_id": 0, "pad_token_id": 2, "eos_token_id": 1,
                "bos_token_id": 0, "init_std": 0.3}
     return tiny_model(
-        encoder={"crop_to_length": False},
+        encoder={"crop_to_length": crop_to_length},
         connector={"type": "identity", "options": {}},
         llm={"hf_config": whisper, "coupling": "cross_attention"},
     )
+
+
+@pytest.mark.parametrize("crop_to_length, seconds", [(False, [1.0, 35.0, 2.0]), (True, [0.6, 3.0, 1.5])])
+def test_cross_attention_ignores_the_padding_of_longer_clips_in_the_batch(crop_to_length, seconds):
+    """Clips of different encoder lengths (over 30 s, or cropped to length) answer in a batch as they do alone."""
+    model = cross_attention_model(crop_to_length)
+    conversations = [ask("transcribe", tone(s, freq=180 + 70 * i, seed=i)) for i, s in enumerate(seconds)]
+    together = model.generate(**model.processor(conversations), max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    batch = model.processor(conversations)
+    batched_logits = model(**batch).logits
+    for i, conversation in enumerate(conversations):
+        alone = model.processor([conversation])
+        assert together[i].tolist() == model.generate(**alone, max_new_tokens=6, min_new_tokens=6,
+                                                      do_sample=False)[0].tolist()
+        width = alone["input_ids"].shape[1]  # prompts are left-padded to the longest
+        torch.testing.assert_close(batched_logits[i, -width:], model(**alone).logits[0], atol=1e-4, rtol=1e-4)
 
 
 def test_cross_attention_coupling_batches_like_single_and_reloads(tmp_path):
