@@ -14,9 +14,8 @@ from .audio import AudioInput
 from .data.tasks import instructions, prompt_message
 from .errors import InputError
 from .heads import encode_for_heads
-from .metadata import (
-    MetadataConstraint, MetadataResult, MetadataSchema, decode_results, instruction_for, serialize,
-)
+from .constraint import MetadataConstraint, MetadataResult, decode_results
+from .metadata import MetadataSchema, instruction_for, serialize
 
 SPEECH_FIELD, TRANSCRIPT_FIELD = "SpeechActivity", "Transcript"
 NO_SPEECH_CERTAINTY = 0.99  # a speech-activity head's probability of "no speech" above which the transcript is emptied

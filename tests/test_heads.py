@@ -15,7 +15,8 @@ from speechllm.heads import (
     model_clip_features,
     pitch_features,
 )
-from speechllm.metadata import SPEECHLLM_SCHEMA, MetadataConstraint
+from speechllm.constraint import MetadataConstraint
+from speechllm.metadata import SPEECHLLM_SCHEMA
 from speechllm.testing import tiny_model
 
 RATE = 16000

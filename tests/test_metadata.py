@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from speechllm.errors import ConfigError, InputError
+from speechllm.constraint import MetadataConstraint, decode_results
 from speechllm.metadata import (
     SPEECHLLM_SCHEMA,
     Field,
-    MetadataConstraint,
     MetadataSchema,
-    decode_results,
     instruction_for,
     normalize_label,
     parse,

@@ -16,7 +16,8 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..data.tasks import prompt_message
 from ..inference import metadata_batch
-from ..metadata import MetadataResult, instruction_for
+from ..constraint import MetadataResult
+from ..metadata import instruction_for
 
 
 
