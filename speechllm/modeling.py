@@ -520,14 +520,24 @@ def load(name_or_path=None, device: str = "auto", dtype: torch.dtype | None = No
     `merge_adapters=False` keeps them, to train further or to save the adapters alone."""
     if name_or_path is None:
         return default_model(device, dtype, merge_adapters=merge_adapters)
-    looks_local = Path(name_or_path).is_absolute() or str(name_or_path).startswith((".", "~"))  # not a hub id
-    if looks_local and not Path(name_or_path).expanduser().exists():
-        raise ConfigError(f"model directory {str(name_or_path)!r} does not exist; pass a folder written by save_pretrained")
+    name = str(name_or_path)
+    parts = name.split("/")
+    could_be_hub_id = len(parts) == 2 and all(parts) and not name.startswith((".", "~"))  # owner/name
+    if not could_be_hub_id and not Path(name).expanduser().exists():
+        raise ConfigError(f"no model folder {name!r}: it does not exist; pass a folder written by save_pretrained "
+                          "or a hub id (owner/name)")
     device, default_dtype = pick_device(device)
     try:
         model = SpeechLLMForConditionalGeneration.from_pretrained(name_or_path)
     except OSError as e:  # transformers' "not a local folder and not reachable on the hub"
-        raise ConfigError(f"cannot load model {str(name_or_path)!r}: {e}") from None
+        if could_be_hub_id and not Path(name).exists():
+            import huggingface_hub.constants
+
+            where = ("it is not in the offline hub cache either (HF_HUB_OFFLINE is set)"
+                     if huggingface_hub.constants.HF_HUB_OFFLINE else
+                     f"the hub has no such model or cannot be reached: {str(e).splitlines()[0]}")
+            raise ConfigError(f"no model folder {name!r}, and {where}") from None
+        raise ConfigError(f"cannot load model {name!r}: {' '.join(str(e).split())}") from None
     if merge_adapters:
         model = model.merged()
     return model.to(device=device, dtype=dtype or default_dtype).eval()

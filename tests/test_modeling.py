@@ -130,6 +130,25 @@ def test_a_hub_checkpoint_brings_its_adapters_and_heads(tmp_path, monkeypatch):
     torch.testing.assert_close(from_hub.attribute_heads.state_dict(), model.attribute_heads.state_dict())
 
 
+@pytest.mark.parametrize("name", ["runs/nothing/final", "mymodel", "./mymodel"])
+def test_load_of_a_missing_local_folder_says_so(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"no model folder .*does not exist") as caught:
+        load(name, device="cpu")
+    assert "\n" not in str(caught.value)
+
+
+def test_load_of_an_unknown_hub_id_offline_says_it_is_not_cached(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match=r"no model folder 'someone/nothing', and it is not in the offline hub cache") as caught:
+        load("someone/nothing", device="cpu")
+    assert "\n" not in str(caught.value)
+
+
 def test_load_folds_adapters_for_inference_unless_asked_to_keep_them(tmp_path):
     model = _lora_model_with_base_references(tmp_path)
     conversation = [ask("transcribe", tone(0.9))]

@@ -55,3 +55,28 @@ def test_a_value_of_the_wrong_type_fails_when_read(override, words):
 
 def test_exponent_without_a_dot_is_a_number():
     assert load_train_config(CONFIGS / "tiny.yaml", ["stages.0.lr=1e-4"]).stages[0].lr == 1e-4
+
+
+@pytest.mark.parametrize("override, words", [("stages.9.steps=3", "stages is a list of 2 item(s), so '9' is not an index"),
+                                             ("stages.x.steps=3", "'x' is not an index into it (use 0 to 1)"),
+                                             ("log_every.x=3", "log_every is a value (10), not a section")])
+def test_an_override_outside_the_recipe_names_the_key(override, words):
+    assert len(load_train_config(CONFIGS / "tiny.yaml").stages) == 2
+    with pytest.raises(ConfigError) as caught:
+        load_train_config(CONFIGS / "tiny.yaml", [override])
+    assert words in str(caught.value) and override.split("=")[0] in str(caught.value)
+
+
+def test_a_folder_is_not_a_recipe(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_train_config(tmp_path)
+
+
+@pytest.mark.parametrize("override", ["stages.1.steps=0", "stages.0.steps=-5", "stages.1.batch_size=0",
+                                      "stages.0.grad_accum=0", "stages.1.lr=-0.5", "stages.0.warmup_steps=-1",
+                                      "stages.0.weight_decay=-0.1", "stages.0.max_grad_norm=-1"])
+def test_stage_numbers_out_of_range_fail_when_read(override):
+    key, value = override.split("=")
+    index, name = key.split(".")[1:]
+    with pytest.raises(ConfigError, match=rf"stages\[{index}\]\.{name} must be .* or more, got {value}"):
+        load_train_config(CONFIGS / "tiny.yaml", [override])

@@ -232,6 +232,8 @@ ERRORS = {
     "missing messages": ("/v1/chat/completions", {"json": {"model": "tiny"}}, 422, "messages"),
     "bad temperature": ("/v1/chat/completions", {"json": chat_body({"type": "text", "text": "hi"}, temperature=5)},
                         422, "temperature"),
+    "audio part without data": ("/v1/chat/completions", {"json": chat_body({"type": "input_audio", "input_audio": {
+        "format": "wav"}})}, 422, "messages.0.content.0.input_audio.data: Field required"),
     "bad base64": ("/v1/chat/completions", {"json": chat_body({"type": "input_audio", "input_audio": {
         "data": "not base64!!", "format": "wav"}})}, 400, "not valid base64"),
     "undecodable audio": ("/v1/chat/completions", {"json": chat_body(audio_part(b"RIFF0000WAVEjunk" * 10))},

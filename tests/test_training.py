@@ -227,3 +227,11 @@ def test_adapter_scale_shrinks_the_trained_adapters_toward_the_pretrained_model(
 def test_adapter_scale_outside_zero_to_one_is_refused(scale):
     with pytest.raises(ConfigError, match="adapter_scale"):
         load_train_config(RECIPE, [f"adapter_scale={scale}"])
+
+
+@pytest.mark.parametrize("output_dir", ["taken", "taken/run"])
+def test_an_output_dir_where_a_file_is_fails_before_training(tmp_path, output_dir):
+    (tmp_path / "taken").write_text("not a folder")
+    config = load_train_config(RECIPE, [f"output_dir={tmp_path / output_dir}"])
+    with pytest.raises(ConfigError, match=r"'.*taken' is a file, not a folder"):
+        Trainer(config)

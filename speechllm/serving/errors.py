@@ -48,9 +48,13 @@ def install_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):  # a body that is not JSON at all: 400, as OpenAI
             return error_response(400, "the request body is not valid JSON: " + _ctx(errors[0]), "invalid_json")
-        first = errors[0] if errors else {}
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        # The deepest problem is the most specific: a union (message content: a string or a list of parts) reports
+        # one error per branch it tried, and the branch the client meant is the one that got further.
+        first = max(errors, key=lambda e: len(e.get("loc", ())), default={})
+        path = _field_path(first.get("loc", ()))
+        others = sum(path[:len(p)] != p for p in (_field_path(e.get("loc", ())) for e in errors))  # not this field
+        where = ".".join(str(x) for x in path)
+        more = f" (and {others} more problem(s))" if others else ""
         return error_response(422, f"{where or 'body'}: {first.get('msg', 'invalid')}{more}", "invalid_request",
                               where or None)
 
@@ -76,3 +80,18 @@ def install_handlers(app: FastAPI) -> None:
 def _ctx(error: dict) -> str:
     ctx = error.get("ctx") or {}
     return str(ctx.get("error") or error.get("msg") or "")
+
+
+_BRANCH_LABELS = {"str", "int", "float", "bool", "list", "dict"}
+
+
+def _field_path(loc) -> tuple:
+    """A pydantic error location as the client's field names: `body.messages.0.content.list[tagged-union[...]].0.
+    input_audio.input_audio.data` -> `messages.0.content.0.input_audio.data`, without the labels pydantic adds for the
+    union branch it tried (`str`, `list[...]`) and a tagged union's tag (which repeats the part's field name)."""
+    path = []
+    for x in loc:
+        if isinstance(x, str) and (x == "body" or x in _BRANCH_LABELS or "[" in x or (path and x == path[-1])):
+            continue
+        path.append(x)
+    return tuple(path)

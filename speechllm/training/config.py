@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -64,20 +65,33 @@ class TrainConfig:
     adapter_scale: float = 1.0
 
 
+# The lowest value of each stage number that training can use; anything lower fails deep inside torch or numpy.
+# (max_grad_norm 0 turns clipping off.)
+_STAGE_MINIMUMS = {"steps": 1, "batch_size": 1, "grad_accum": 1, "lr": 0, "weight_decay": 0, "warmup_steps": 0,
+                   "max_grad_norm": 0}
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ["stages.0.steps=5", "seed=3"] to a recipe dict; values are parsed as YAML scalars."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, value = item.split("=", 1)
-        *parents, last = key.split(".")
+        parts = key.split(".")
         node = data
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        if isinstance(node, list):
-            node[int(last)] = yaml.safe_load(value)
-        else:
-            node[last] = yaml.safe_load(value)
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the recipe"
+            if isinstance(node, list):
+                if not (part.isdecimal() and int(part) < len(node)):
+                    raise ConfigError(f"override {key}: {where} is a list of {len(node)} item(s), so {part!r} is "
+                                      f"not an index into it" + (f" (use 0 to {len(node) - 1})" if node else ""))
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {where} is a value ({node!r}), not a section with keys")
+            if depth == len(parts) - 1:
+                node[part] = yaml.safe_load(value)
+            else:
+                node = node[part] if isinstance(node, list) else node.setdefault(part, {})
     return data
 
 
@@ -86,6 +100,8 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfi
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"recipe {path} not found")
+    if path.is_dir():
+        raise ConfigError(f"recipe {path} is a folder; pass the recipe's YAML file")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
@@ -96,6 +112,12 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfi
         unknown = set(stage.trains) - {"encoder", "connector", "llm"}
         if unknown:
             raise ConfigError(f"stages[{i}].trains: unknown part(s) {sorted(unknown)}; use encoder, connector, llm")
+        for key, lowest in _STAGE_MINIMUMS.items():
+            value = getattr(stage, key)
+            if not (lowest <= value < math.inf):  # also catches nan
+                raise ConfigError(f"stages[{i}].{key} must be {lowest} or more, got {value!r}")
+    if config.log_every < 1:
+        raise ConfigError(f"log_every must be 1 or more (steps between log lines), got {config.log_every}")
     if config.num_workers < 0:
         raise ConfigError(f"num_workers must be 0 (read data in the training process) or more, got {config.num_workers}")
     if not 0 < config.adapter_scale <= 1:

@@ -88,6 +88,11 @@ class Trainer:
     def __init__(self, config: TrainConfig, model=None):
         self.config = config
         self.output_dir = Path(config.output_dir)
+        in_the_way = next((p for p in [self.output_dir, *self.output_dir.parents]
+                           if p.exists() and not p.is_dir()), None)
+        if in_the_way is not None:  # before building anything: mkdir would fail with FileExistsError
+            raise ConfigError(f"output_dir {str(self.output_dir)!r}: {str(in_the_way)!r} is a file, not a folder; "
+                              "pick another output_dir")
         precision = resolve_precision(config.precision)
         self.accelerator = Accelerator(
             # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) join over gloo.
