@@ -226,7 +226,12 @@ def test_adapter_scale_shrinks_the_trained_adapters_toward_the_pretrained_model(
 @pytest.mark.parametrize("scale", [0, -0.5, 1.5])
 def test_adapter_scale_outside_zero_to_one_is_refused(scale):
     with pytest.raises(ConfigError, match="adapter_scale"):
-        load_train_config(RECIPE, [f"adapter_scale={scale}"])
+        load_train_config(RECIPE, [f"adapter_scale={scale}", "model.llm.train=lora"])
+
+
+def test_adapter_scale_without_lora_is_refused():
+    with pytest.raises(ConfigError, match="no part of this model trains with LoRA"):
+        load_train_config(RECIPE, ["adapter_scale=0.5"])  # the tiny recipe trains its LLM fully
 
 
 @pytest.mark.parametrize("output_dir", ["taken", "taken/run"])

@@ -122,6 +122,10 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfi
         raise ConfigError(f"num_workers must be 0 (read data in the training process) or more, got {config.num_workers}")
     if not 0 < config.adapter_scale <= 1:
         raise ConfigError(f"adapter_scale must be in (0, 1] (1 keeps the trained adapters), got {config.adapter_scale}")
+    parts = [config.model.encoder, config.model.fusion_encoder, config.model.connector, config.model.llm]
+    if config.adapter_scale != 1 and not any(part is not None and part.train == "lora" for part in parts):
+        raise ConfigError("adapter_scale scales LoRA adapters, and no part of this model trains with LoRA "
+                          "(set model.llm.train: lora, or drop adapter_scale)")
     from ..heads import check_head_features
 
     for name, features in config.heads.items():
