@@ -208,7 +208,7 @@ class RowParser:
                 record.labels[name] = _text(row, key) if text else self._label(name, key, row[key])
         if "audio" in row:
             record.audio = self._audio(row["audio"], "audio")
-            record.offset_s, record.duration_s = _segment(row)
+            record.offset_s, record.duration_s = row_segment(row)
             record.seconds = self._check_segment(record)
         elif "offset_s" in row or "duration_s" in row:
             raise BadRow("'offset_s'/'duration_s' need an 'audio' key")
@@ -329,7 +329,7 @@ def _text(row: dict, key: str) -> str | None:
     return value
 
 
-def _segment(row: dict) -> tuple[float, float | None]:
+def row_segment(row: dict) -> tuple[float, float | None]:
     offset, duration = row.get("offset_s", 0.0), row.get("duration_s")
     for key, value in (("offset_s", offset), ("duration_s", duration)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 from tqdm import tqdm
 
 from speechllm.audio import SAMPLE_RATE, AudioInput, load_audio_segment
-from speechllm.data.manifest import BadRow, _segment, parse_json_line
+from speechllm.data.manifest import BadRow, row_segment, parse_json_line
 from speechllm.data.tasks import prompt_message
 from speechllm.errors import AudioError, ConfigError, DataError
 from speechllm.inference import check_instruction
@@ -89,7 +89,7 @@ def _manifest_clips(path: Path) -> list[InputClip]:
             if not isinstance(row, dict) or not isinstance(row.get("audio"), str) or not row["audio"]:
                 raise BadRow("expected a JSON object with an 'audio' path")
             row = {k: v for k, v in row.items() if v is not None}  # null means absent
-            segment = _segment(row) if "offset_s" in row or "duration_s" in row else None
+            segment = row_segment(row) if "offset_s" in row or "duration_s" in row else None
         except BadRow as e:
             clips.append(InputClip(where, error=f"{where}: {e}"))
             continue
