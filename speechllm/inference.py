@@ -12,9 +12,9 @@ import torch
 
 from .audio import AudioInput
 from .data.tasks import instructions, prompt_message
-from .errors import InputError
-from .heads import encode_for_heads
+from .errors import ConfigError, InputError
 from .constraint import MetadataConstraint, MetadataResult, decode_results
+from .heads import encode_for_heads
 from .metadata import MetadataSchema, instruction_for, serialize
 
 SPEECH_FIELD, TRANSCRIPT_FIELD = "SpeechActivity", "Transcript"
@@ -22,7 +22,7 @@ NO_SPEECH_CERTAINTY = 0.99  # a speech-activity head's probability of "no speech
 
 
 def _batches(items: list, size: int):
-    _check_positive("batch_size", size)
+    check_positive("batch_size", size)
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -36,7 +36,7 @@ def chat(model, conversations, *, max_new_tokens: int = 256, batch_size: int = 8
     """Answers to conversations (lists of messages with text and audio parts), greedy by default."""
     if conversations and isinstance(conversations[0], dict):
         conversations = [conversations]
-    _check_positive("max_new_tokens", max_new_tokens)
+    check_positive("max_new_tokens", max_new_tokens)
     generate_kwargs.setdefault("do_sample", False)
     answers = []
     for group in _batches(list(conversations), batch_size):
@@ -69,7 +69,7 @@ def generate_meta(model, audio: AudioInput | Sequence[AudioInput], fields: Seque
     names = [fields] if isinstance(fields, str) else list(fields) if fields is not None else schema.names
     schema.subset(names)  # unknown field names fail here, naming the valid ones
     if max_new_tokens is not None:
-        _check_positive("max_new_tokens", max_new_tokens)
+        check_positive("max_new_tokens", max_new_tokens)
     single = not isinstance(audio, (list, tuple)) or _is_array_pair(audio)
     clips = [audio] if single else list(audio)
     instruction = instruction_for(names, schema) if instruction is None else check_instruction(instruction)
@@ -141,6 +141,7 @@ def check_instruction(instruction) -> str:
     return instruction
 
 
-def _check_positive(name: str, value) -> None:
+def check_positive(name: str, value) -> None:
+    """Batch sizes, token limits and counts are whole numbers of at least 1; ConfigError otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"{name} must be a positive whole number, got {value!r}")
+        raise ConfigError(f"{name} must be a positive whole number, got {value!r}")

@@ -105,14 +105,17 @@ def cross_attention_ignores_padding(language_model: nn.Module, frames: torch.Ten
         yield  # nothing padded: the usual case for Whisper's fixed 30 s window
         return
     padded = torch.arange(width, device=frames.device)[None, :] >= frames[:, None]  # (rows, width)
+    masks = {}  # built once per (dtype, device, rows), not at every layer of every decoding step
 
     def with_mask(module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
-        mask = torch.zeros(padded.shape, dtype=hidden.dtype, device=hidden.device)
-        mask = mask.masked_fill(padded.to(hidden.device), torch.finfo(hidden.dtype).min)[:, None, None, :]
-        if hidden.shape[0] != mask.shape[0]:  # beam search: each row's beams follow it
-            mask = mask.repeat_interleave(hidden.shape[0] // mask.shape[0], dim=0)
-        return args, {**kwargs, "attention_mask": mask}
+        key = (hidden.dtype, hidden.device, hidden.shape[0])
+        if key not in masks:
+            mask = torch.zeros(padded.shape, dtype=hidden.dtype, device=hidden.device)
+            mask = mask.masked_fill(padded.to(hidden.device), torch.finfo(hidden.dtype).min)[:, None, None, :]
+            # beam search: each row's beams follow it
+            masks[key] = mask.repeat_interleave(hidden.shape[0] // len(mask), dim=0)
+        return args, {**kwargs, "attention_mask": masks[key]}
 
     layers = [m for name, m in language_model.named_modules() if name.endswith("encoder_attn")]
     if not layers:

@@ -19,7 +19,7 @@ from speechllm.audio import SAMPLE_RATE, AudioInput, load_audio_segment
 from speechllm.data.manifest import BadRow, row_segment, parse_json_line
 from speechllm.data.tasks import prompt_message
 from speechllm.errors import AudioError, ConfigError, DataError
-from speechllm.inference import check_instruction
+from speechllm.inference import check_instruction, check_positive
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -119,9 +119,8 @@ def infer_clips(model, clips: Sequence[InputClip], *, fields: Sequence[str] | No
     any clip is read."""
     if sum([instruction is not None, transcribe, fields is not None]) > 1:
         raise ConfigError("choose one of instruction, transcribe or fields")
-    for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
+    check_positive("batch_size", batch_size)
+    check_positive("max_new_tokens", max_new_tokens)
     if instruction is not None:
         check_instruction(instruction)
     if fields is not None:

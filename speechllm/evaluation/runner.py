@@ -18,6 +18,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from speechllm.errors import AudioError, ConfigError
+from speechllm.inference import check_positive
 from speechllm.metadata import MetadataSchema
 
 from . import cascade as cascade_asr
@@ -42,9 +43,9 @@ def evaluate(model, manifest, *, fields: Sequence[str] | None = None, batch_size
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise ConfigError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
-    for name, value in (("batch_size", batch_size), ("limit", limit)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
+    check_positive("batch_size", batch_size)
+    if limit is not None:
+        check_positive("limit", limit)
     if Path(out_dir).exists() and not Path(out_dir).is_dir():  # found now, not after the whole evaluation
         raise ConfigError(f"out_dir {out_dir} is a file; the report needs a folder")
     schema = model.metadata_schema
