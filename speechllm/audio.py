@@ -2,7 +2,8 @@
 
 `load_audio` takes paths, encoded bytes, file objects, arrays, tensors and the Hugging Face datasets
 shapes; it decodes, downmixes, resamples and validates, and every failure is an `AudioError` that names
-the source, the problem and the fix. `load_audio_segment` reads part of a long file; `split_windows`
+the source, the problem and the fix. `load_conversation_audio` does it for every audio part of
+conversations, before the processor (which takes waveforms only). `load_audio_segment` reads part of a long file; `split_windows`
 and `pad_batch` cut and batch the result.
 
 Decoding is libsndfile's, through soundfile: WAV, FLAC, OGG (Vorbis, Opus) and, from libsndfile 1.1,
@@ -57,6 +58,34 @@ def load_audio(
     label = name or _describe(source)
     samples, rate = _decode(source, sampling_rate, label)
     return _finish(samples, rate, label, max_seconds, min_samples)
+
+
+def load_conversation_audio(conversations, *, min_samples: int = 1, max_seconds: float | None = None):
+    """One conversation (a list of messages) or a list of them, with the source of every audio part (path,
+    bytes, array with rate, ...) decoded by `load_audio` into a float32 16 kHz waveform: what the processor
+    takes. Messages are copied, never changed in place; anything that is not a well-formed audio part is
+    left as it is for the processor to judge. `min_samples` and `max_seconds` are the model's limits
+    (`processor.audio_limits`)."""
+    if isinstance(conversations, (list, tuple)) and conversations and isinstance(conversations[0], dict):
+        return _load_messages(conversations, min_samples, max_seconds)
+    if not isinstance(conversations, (list, tuple)):
+        return conversations
+    return [_load_messages(c, min_samples, max_seconds) if isinstance(c, (list, tuple)) else c for c in conversations]
+
+
+def _load_messages(messages, min_samples: int, max_seconds: float | None) -> list:
+    def loaded(part):
+        if isinstance(part, dict) and part.get("type") == "audio" and "audio" in part:
+            return {**part, "audio": load_audio(part["audio"], min_samples=min_samples, max_seconds=max_seconds)}
+        return part
+
+    out = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, (list, tuple)):
+            message = {**message, "content": [loaded(part) for part in content]}
+        out.append(message)
+    return out
 
 
 def load_audio_segment(

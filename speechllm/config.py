@@ -66,7 +66,7 @@ class LLMSpec:
     hf_config: dict | None = None
     train: TrainMode = "frozen"
     lora: LoraSpec = field(default_factory=LoraSpec)
-    # Used when the tokenizer has no chat template of its own (see processing.FALLBACK_CHAT_TEMPLATE).
+    # Used when the tokenizer has no chat template of its own (see models.processing.FALLBACK_CHAT_TEMPLATE).
     chat_template: str | None = None
     # "prefix": audio embeddings fill placeholder positions of the prompt (decoder-only LLMs).
     # "cross_attention": the LLM reads audio through cross-attention (Whisper's decoder); one clip per prompt.

@@ -2,7 +2,8 @@
 
 Every connector takes (features (batch, frames, in_dim), lengths) and returns (embeddings
 (batch, tokens, out_dim), token lengths), and knows `output_length(num_frames)`, which agrees with
-its real output for every length. Frames past a clip's length are zeroed before use, and inputs are
+its real output for every length. The count is a static `token_count` of the constructor's options, so
+`connector_output_length(spec, ...)` gives it without building the connector (the processor needs no weights). Frames past a clip's length are zeroed before use, and inputs are
 zero-padded on the right to whatever a layer needs, so a clip's output is the same alone and inside a
 padded batch.
 """
@@ -42,6 +43,20 @@ def build_connector(spec: ConnectorSpec, input_dim: int, output_dim: int, frame_
         raise ConfigError(f"connector {spec.type!r}: bad options {spec.options}: {error}") from None
 
 
+def connector_output_length(spec: ConnectorSpec, frame_rate: float, num_frames: int) -> int:
+    """Tokens the connector `spec` describes gives for `num_frames` encoder frames, without building it."""
+    if spec.type not in CONNECTORS:
+        raise ConfigError(f"unknown connector {spec.type!r}; known: {sorted(CONNECTORS)}")
+    cls = CONNECTORS[spec.type]
+    return cls.token_count(num_frames, **{**option_defaults(cls), **spec.options, "frame_rate": frame_rate})
+
+
+def option_defaults(cls: type) -> dict:
+    """The constructor's options and their defaults (the one place defaults are written)."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[3:]  # past self, input_dim, output_dim
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
 def check_options(cls: type, options: dict) -> None:
     """Each option must suit its default: a positive int for an int (or None) default, a positive number
     for a float default, true/false for a bool one. Unknown names are left to the constructor's TypeError."""
@@ -78,6 +93,11 @@ def pad_frames(features: torch.Tensor, total: int) -> torch.Tensor:
 class Connector(nn.Module):
     name: str
 
+    @staticmethod
+    def token_count(num_frames: int, **options) -> int:
+        """Tokens for `num_frames` frames given the constructor's options (all of them, `frame_rate` included)."""
+        raise NotImplementedError
+
     def output_length(self, num_frames: int) -> int:
         raise NotImplementedError
 
@@ -92,6 +112,10 @@ class LinearConnector(Connector):
     def __init__(self, input_dim, output_dim, frame_rate=50.0):
         super().__init__()
         self.proj = nn.Linear(input_dim, output_dim)
+
+    @staticmethod
+    def token_count(num_frames, **options):
+        return num_frames
 
     def output_length(self, num_frames):
         return num_frames
@@ -109,6 +133,10 @@ class IdentityConnector(Connector):
         if input_dim != output_dim:
             raise ConfigError(f"identity connector: encoder width {input_dim} differs from LLM width {output_dim}")
 
+    @staticmethod
+    def token_count(num_frames, **options):
+        return num_frames
+
     def output_length(self, num_frames):
         return num_frames
 
@@ -124,6 +152,10 @@ class MLPConnector(Connector):
         super().__init__()
         hidden_dim = hidden_dim or output_dim
         self.net = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, output_dim))
+
+    @staticmethod
+    def token_count(num_frames, **options):
+        return num_frames
 
     def output_length(self, num_frames):
         return num_frames
@@ -147,8 +179,12 @@ class StackingConnector(Connector):
         self.down = nn.Linear(hidden_dim, output_dim)
         self.out_norm = nn.LayerNorm(output_dim) if output_norm else nn.Identity()
 
+    @staticmethod
+    def token_count(num_frames, *, stack, **options):
+        return math.ceil(num_frames / stack)
+
     def output_length(self, num_frames):
-        return math.ceil(num_frames / self.stack)
+        return self.token_count(num_frames, stack=self.stack)
 
     def forward(self, features, lengths):
         batch, frames, dim = features.shape
@@ -170,8 +206,12 @@ class PoolLinearConnector(Connector):
         self.kernel, self.stride = kernel, stride
         self.proj = nn.Linear(input_dim, output_dim)
 
+    @staticmethod
+    def token_count(num_frames, *, kernel, stride, **options):
+        return math.ceil(max(num_frames - kernel, 0) / stride) + 1
+
     def output_length(self, num_frames):
-        return math.ceil(max(num_frames - self.kernel, 0) / self.stride) + 1
+        return self.token_count(num_frames, kernel=self.kernel, stride=self.stride)
 
     def forward(self, features, lengths):
         tokens = max(self.output_length(int(n)) for n in lengths)
@@ -196,11 +236,19 @@ class SpeechLLMConvConnector(Connector):
             nn.ReLU(),
             nn.Conv1d(output_dim, output_dim, last_kernel),
         )
-        self.min_frames = 4 + 5 + 2 * (last_kernel - 1)  # receptive field of one output token
+        self.min_frames = self.receptive_field(last_kernel)
+
+    @staticmethod
+    def receptive_field(last_kernel: int) -> int:
+        return 4 + 5 + 2 * (last_kernel - 1)  # the frames one output token sees
+
+    @staticmethod
+    def token_count(num_frames, *, last_kernel, **options):
+        n = max(num_frames, SpeechLLMConvConnector.receptive_field(last_kernel)) - 4
+        return (n - 5) // 2 + 1 - (last_kernel - 1)
 
     def output_length(self, num_frames):
-        n = max(num_frames, self.min_frames) - 4
-        return (n - 5) // 2 + 1 - (self.last_kernel - 1)
+        return self.token_count(num_frames, last_kernel=self.last_kernel)
 
     def forward(self, features, lengths):
         frames = max(max(int(n) for n in lengths), self.min_frames)
@@ -218,8 +266,7 @@ class WindowQFormerConnector(Connector):
         queries=1, hidden_dim=256, layers=2, heads=4,
     ):
         super().__init__()
-        self.window = max(1, round(window_seconds * frame_rate))
-        self.stride = max(1, round(stride_seconds * frame_rate))
+        self.window, self.stride = self.frames_of(window_seconds, frame_rate), self.frames_of(stride_seconds, frame_rate)
         if self.stride > self.window:
             raise ConfigError(f"window_qformer: stride_seconds {stride_seconds} > window_seconds {window_seconds} skips frames")
         if hidden_dim % heads:
@@ -231,9 +278,23 @@ class WindowQFormerConnector(Connector):
         self.qformer = nn.TransformerDecoder(layer, layers)
         self.proj = nn.Linear(hidden_dim, output_dim)
 
+    @staticmethod
+    def frames_of(seconds: float, frame_rate: float) -> int:
+        return max(1, round(seconds * frame_rate))
+
+    @staticmethod
+    def windows(num_frames: int, window: int, stride: int) -> int:
+        return math.ceil(max(num_frames - window, 0) / stride) + 1
+
+    @staticmethod
+    def token_count(num_frames, *, frame_rate, window_seconds, stride_seconds, queries, **options):
+        frames_of = WindowQFormerConnector.frames_of
+        windows = WindowQFormerConnector.windows(num_frames, frames_of(window_seconds, frame_rate),
+                                                 frames_of(stride_seconds, frame_rate))
+        return windows * queries
+
     def output_length(self, num_frames):
-        windows = math.ceil(max(num_frames - self.window, 0) / self.stride) + 1
-        return windows * len(self.queries)
+        return self.windows(num_frames, self.window, self.stride) * len(self.queries)
 
     def forward(self, features, lengths):
         batch = features.shape[0]

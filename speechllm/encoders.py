@@ -8,7 +8,9 @@ are cut into windows whose features are joined, so nothing is silently truncated
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -62,46 +64,24 @@ def layer_states(output, all_layers: bool) -> torch.Tensor:
     return torch.stack([*output.hidden_states[:-1], output.last_hidden_state], dim=2)
 
 
-class AudioEncoder(nn.Module):
-    """Base class: windowing of long audio and the (features, lengths) contract.
+@dataclass(frozen=True)
+class FrameCount:
+    """How many feature frames an encoder gives for a clip, from its spec alone (no weights): clips are cut
+    into windows of `window_samples`, each counted by `window_frames`, and the windows' frames are joined.
+    The processor counts audio tokens with it; the built encoder uses the same object, so they agree."""
 
-    Subclasses set `self.model`, `output_dim`, `frame_rate`, and implement `window_output_length`
-    and `encode_windows`.
-    """
-
-    default_window_seconds = 30.0
-
-    def __init__(self, spec: EncoderSpec):
-        super().__init__()
-        self.spec = spec
-        seconds = spec.window_seconds or self.default_window_seconds
-        self.window_samples = int(round(seconds * SAMPLE_RATE))
-
-    # -- what subclasses provide -------------------------------------------------------------
-    output_dim: int
+    window_samples: int
     frame_rate: float
 
-    def window_output_length(self, num_samples: int) -> int:
+    def window_frames(self, num_samples: int) -> int:
         raise NotImplementedError
 
-    def encode_windows(self, windows: torch.Tensor, lengths: torch.Tensor, all_layers: bool = False) -> torch.Tensor:
-        """(n, samples) padded windows -> (n, frames, dim) features; frames past a window's length are ignored.
-        With `all_layers`, every hidden state the model outputs: (n, frames, layers, dim), the last layer last."""
-        raise NotImplementedError
-
-    # -- shared --------------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def min_samples(self) -> int:
         """The shortest clip that yields at least one frame."""
-        if not hasattr(self, "_min_samples"):
-            self._min_samples = next(n for n in range(1, SAMPLE_RATE) if self.window_output_length(n) >= 1)
-        return self._min_samples
+        return next(n for n in range(1, SAMPLE_RATE) if self.window_frames(n) >= 1)
 
-    def hf_config(self) -> dict:
-        """The underlying model's config, so a checkpoint can rebuild this encoder without the hub."""
-        return self.model.config.to_dict()
-
-    def _window_sizes(self, num_samples: int) -> list[int]:
+    def window_sizes(self, num_samples: int) -> list[int]:
         sizes = [self.window_samples] * (num_samples // self.window_samples)
         if num_samples % self.window_samples:
             sizes.append(num_samples % self.window_samples)
@@ -110,7 +90,130 @@ class AudioEncoder(nn.Module):
 
     def output_length(self, num_samples: int) -> int:
         """Number of feature frames for a clip of `num_samples` samples (all windows joined)."""
-        return sum(self.window_output_length(size) for size in self._window_sizes(int(num_samples)))
+        return sum(self.window_frames(size) for size in self.window_sizes(int(num_samples)))
+
+
+@dataclass(frozen=True)
+class WhisperFrameCount(FrameCount):
+    """One frame per 320 samples, at most `max_frames` a window; all of them without `crop_to_length`."""
+
+    max_frames: int = 1500
+    crop_to_length: bool = True
+
+    def window_frames(self, num_samples: int) -> int:
+        if not self.crop_to_length:
+            return self.max_frames
+        return min(math.ceil(num_samples / 320), self.max_frames)
+
+
+@dataclass(frozen=True)
+class ConvFrameCount(FrameCount):
+    """A stack of unpadded 1-D convolutions (wav2vec2's feature extractor, then its adapter if any)."""
+
+    kernels: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+
+    def window_frames(self, num_samples: int) -> int:
+        for kernel, stride in zip(self.kernels, self.strides):
+            num_samples = (num_samples - kernel) // stride + 1  # floor, as transformers computes it
+        return num_samples
+
+
+@dataclass(frozen=True)
+class FusedFrameCount:
+    """Two encoders side by side: the first one's frames, for clips long enough for both."""
+
+    primary: FrameCount
+    secondary: FrameCount
+
+    @property
+    def frame_rate(self) -> float:
+        return self.primary.frame_rate
+
+    @property
+    def min_samples(self) -> int:
+        return max(self.primary.min_samples, self.secondary.min_samples)
+
+    def output_length(self, num_samples: int) -> int:
+        return self.primary.output_length(num_samples)
+
+
+def encoder_frame_count(spec: EncoderSpec, fusion: EncoderSpec | None = None) -> FrameCount | FusedFrameCount:
+    """The frame count of the encoder `spec` describes (fused with `fusion` if given), without building it.
+    Reads the model config from `spec.hf_config`, or from `name_or_path` (the config file only, no weights)."""
+    if spec.family not in ENCODERS:
+        raise ConfigError(f"unknown encoder family {spec.family!r}; known: {sorted(ENCODERS)}")
+    count = ENCODERS[spec.family].frame_count(spec, _model_config(spec))
+    return count if fusion is None else FusedFrameCount(count, encoder_frame_count(fusion))
+
+
+def _model_config(spec: EncoderSpec):
+    from transformers import AutoConfig
+
+    if spec.hf_config is not None:
+        return AutoConfig.for_model(**{"model_type": spec.family, **spec.hf_config})
+    if spec.name_or_path is None:
+        raise ConfigError("encoder: give `name_or_path` (hub id or local directory) or `hf_config`")
+    from .pretrained import resolve_name_or_path
+
+    return AutoConfig.from_pretrained(resolve_name_or_path(spec.name_or_path))
+
+
+class AudioEncoder(nn.Module):
+    """Base class: windowing of long audio and the (features, lengths) contract.
+
+    Subclasses set `self.model` and `output_dim`, then `self.frames = self.frame_count(spec, config)`;
+    they implement `frame_count` (a classmethod: lengths from the spec alone) and `encode_windows`.
+    """
+
+    default_window_seconds = 30.0
+
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        self.spec = spec
+
+    # -- what subclasses provide -------------------------------------------------------------
+    output_dim: int
+    frames: FrameCount
+
+    @classmethod
+    def frame_count(cls, spec: EncoderSpec, config) -> FrameCount:
+        """How this family counts frames, from its spec and model config (a transformers config)."""
+        raise NotImplementedError
+
+    @classmethod
+    def window_samples_of(cls, spec: EncoderSpec) -> int:
+        return int(round((spec.window_seconds or cls.default_window_seconds) * SAMPLE_RATE))
+
+    def encode_windows(self, windows: torch.Tensor, lengths: torch.Tensor, all_layers: bool = False) -> torch.Tensor:
+        """(n, samples) padded windows -> (n, frames, dim) features; frames past a window's length are ignored.
+        With `all_layers`, every hidden state the model outputs: (n, frames, layers, dim), the last layer last."""
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------------
+    @property
+    def frame_rate(self) -> float:
+        return self.frames.frame_rate
+
+    @property
+    def window_samples(self) -> int:
+        return self.frames.window_samples
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest clip that yields at least one frame."""
+        return self.frames.min_samples
+
+    def window_output_length(self, num_samples: int) -> int:
+        return self.frames.window_frames(num_samples)
+
+    def hf_config(self) -> dict:
+        """The underlying model's config, so a checkpoint can rebuild this encoder without the hub."""
+        return self.model.config.to_dict()
+
+    def output_length(self, num_samples: int) -> int:
+        """Number of feature frames for a clip of `num_samples` samples (all windows joined)."""
+        return self.frames.output_length(num_samples)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor,
                 all_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +221,7 @@ class AudioEncoder(nn.Module):
         windows, window_lengths, owners = [], [], []
         for clip, (wave, length) in enumerate(zip(waveforms, lengths.tolist())):
             start = 0
-            for size in self._window_sizes(length):
+            for size in self.frames.window_sizes(length):
                 piece = wave[start : start + min(size, max(length - start, 0))]
                 windows.append(piece)
                 window_lengths.append(size)
@@ -167,13 +270,12 @@ class WhisperAudioEncoder(AudioEncoder):
         config = self.model.config
         self.feature_extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
         self.output_dim = config.d_model
-        self.frame_rate = SAMPLE_RATE / 320
-        self.max_frames = config.max_source_positions
+        self.frames = self.frame_count(spec, config)
 
-    def window_output_length(self, num_samples: int) -> int:
-        if not self.spec.crop_to_length:
-            return self.max_frames
-        return min(math.ceil(num_samples / 320), self.max_frames)
+    @classmethod
+    def frame_count(cls, spec, config) -> WhisperFrameCount:
+        return WhisperFrameCount(cls.window_samples_of(spec), SAMPLE_RATE / 320,
+                                 max_frames=config.max_source_positions, crop_to_length=spec.crop_to_length)
 
     def encode_windows(self, windows, lengths, all_layers=False):
         # The log-mel is computed in fp32 whatever autocast is active (it goes through numpy).
@@ -206,12 +308,18 @@ class SelfSupervisedAudioEncoder(AudioEncoder):
             self.model = AutoModel.from_config(config)
         config = self.model.config
         self.output_dim = config.hidden_size
-        self.frame_rate = SAMPLE_RATE / math.prod(config.conv_stride)
+        self.frames = self.frame_count(spec, config)
         self.masks_padding = config.feat_extract_norm == "layer"
         self.normalize = spec.normalize if spec.normalize is not None else self.masks_padding
 
-    def window_output_length(self, num_samples: int) -> int:
-        return int(self.model._get_feat_extract_output_lengths(torch.tensor(num_samples)))
+    @classmethod
+    def frame_count(cls, spec, config) -> ConvFrameCount:
+        kernels, strides = list(config.conv_kernel), list(config.conv_stride)
+        if getattr(config, "add_adapter", False):  # wav2vec2's adapter: more strided convolutions, kernel 1
+            kernels += [1] * config.num_adapter_layers
+            strides += [config.adapter_stride] * config.num_adapter_layers
+        return ConvFrameCount(cls.window_samples_of(spec), SAMPLE_RATE / math.prod(config.conv_stride),
+                              kernels=tuple(kernels), strides=tuple(strides))
 
     def encode_windows(self, windows, lengths, all_layers=False):
         param = next(self.model.parameters())
@@ -242,14 +350,15 @@ class FusedEncoder(nn.Module):
         super().__init__()
         self.primary, self.secondary = primary, secondary
         self.output_dim = primary.output_dim + secondary.output_dim
+        self.frames = FusedFrameCount(primary.frames, secondary.frames)
         self.frame_rate = primary.frame_rate
 
     @property
     def min_samples(self) -> int:
-        return max(self.primary.min_samples, self.secondary.min_samples)
+        return self.frames.min_samples
 
     def output_length(self, num_samples: int) -> int:
-        return self.primary.output_length(num_samples)
+        return self.frames.output_length(num_samples)
 
     def forward(self, waveforms, lengths, all_layers: bool = False):
         if all_layers:  # the two encoders' layers differ in number and width

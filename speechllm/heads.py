@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .audio import SAMPLE_RATE as RATE
+from .audio import SAMPLE_RATE as RATE, load_audio
 from .errors import ConfigError
 from .metadata import Field, MetadataSchema
 
@@ -309,15 +309,7 @@ def encode_for_heads(model, values: torch.Tensor, lengths: torch.Tensor, feature
     the LLM reads: the last layer's frames and lengths), both None when no feature needs the encoder."""
     if not features & ENCODER_FEATURES:
         return None, None
-    all_layers = bool(features & LAYER_FEATURES)
-    with torch.no_grad():
-        states, frames = model.encoder(values.to(model.device, model.dtype), lengths.to(model.device),
-                                       all_layers=all_layers)
-    last = states[:, :, -1] if all_layers else states
-    # Pooled over the clip's own frames: an encoder that keeps Whisper's whole 30 s window (crop_to_length: false)
-    # also returns the frames of the padding, which would dilute the clip's statistics by its length.
-    own = torch.ceil(lengths.to(frames.device).double() * model.encoder.frame_rate / RATE).long()
-    return (states.float().cpu(), torch.minimum(own, frames).cpu()), (last, frames)
+    return model.encode_audio_layers(values, lengths, all_layers=bool(features & LAYER_FEATURES))
 
 
 def clip_features(names: Sequence[str], clips: Sequence[np.ndarray], encoder_frames=None) -> dict[str, np.ndarray]:
@@ -516,7 +508,7 @@ def fit_model_heads(model, manifests: Sequence, head_features: dict[str, list[st
     wanted = sorted({f for names in head_features.values() for f in names})
     clips, labels = [], {name: [] for name in head_features}
     for record in tqdm(records, desc="head features: audio", disable=not progress, leave=False):
-        clips.append(model.processor.load_audio(record.audio_source()))
+        clips.append(load_audio(record.audio_source(), **model.processor.audio_limits))
         values = record.metadata(schema)
         for name in head_features:
             labels[name].append(values.get(name))

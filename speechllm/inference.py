@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .audio import AudioInput
+from .audio import AudioInput, load_conversation_audio
 from .data.tasks import instructions, prompt_message
 from .errors import ConfigError, InputError
 from .constraint import MetadataConstraint, MetadataResult, decode_results
@@ -28,7 +28,7 @@ def _batches(items: list, size: int):
 
 
 def _device_batch(model, conversations):
-    batch = model.processor(conversations)
+    batch = model.processor(load_conversation_audio(conversations, **model.processor.audio_limits))
     return {k: v.to(model.device) for k, v in batch.items()}
 
 

@@ -90,7 +90,7 @@ def tiny_model(family: str = "whisper", connector_type: str = "stack_mlp", seed:
     """A tiny random SpeechLLMForConditionalGeneration with its processor, in eval mode."""
     import torch
 
-    from .modeling import SpeechLLMForConditionalGeneration
+    from .models import SpeechLLMForConditionalGeneration
 
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()

@@ -12,7 +12,7 @@ from speechllm.data.mixing import DataConfig, MixedDataset, Source, length_bucke
 from speechllm.data.tasks import TASKS, build_example, instructions, prompt_message
 from speechllm.errors import ConfigError, DataError
 from speechllm.metadata import SPEECHLLM_SCHEMA, instruction_for, serialize
-from speechllm.processing import IGNORE_INDEX
+from speechllm.models.processing import IGNORE_INDEX
 
 RATE = 16000
 

@@ -12,7 +12,7 @@ from speechllm.audio import SAMPLE_RATE
 from speechllm.config import EncoderSpec
 from speechllm.encoders import FusedEncoder, build_encoder
 from speechllm.errors import ConfigError
-from speechllm.modeling import SpeechLLMForConditionalGeneration
+from speechllm.models import SpeechLLMForConditionalGeneration
 from speechllm.testing import TINY_ENCODERS, tiny_model, tiny_spec, tiny_tokenizer
 
 FAMILIES = sorted(TINY_ENCODERS)

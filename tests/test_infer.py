@@ -87,13 +87,13 @@ def test_model_argument_is_told_from_audio(model_dir, folder):
 
 
 def test_without_a_model_and_no_default_the_error_says_to_pass_one(folder, capsys, monkeypatch):
-    monkeypatch.setattr(speechllm.modeling, "DEFAULT_MODEL", folder / "no-default-model-here")
+    monkeypatch.setattr(speechllm.models.loading, "DEFAULT_MODEL", folder / "no-default-model-here")
     code, lines, err = run(capsys, folder)
     assert code == 1 and lines == [] and "pass a model path" in err
 
 
 def test_without_a_model_the_default_model_answers(model_dir, folder, capsys, monkeypatch):
-    monkeypatch.setattr(speechllm.modeling, "DEFAULT_MODEL", Path(model_dir))
+    monkeypatch.setattr(speechllm.models.loading, "DEFAULT_MODEL", Path(model_dir))
     code, lines, _ = run(capsys, folder / "a.wav", "--fields", "Gender")
     assert code == 0 and lines[0]["Gender"] in ("Female", "Male")
 
@@ -104,7 +104,7 @@ def test_without_a_model_the_default_model_answers(model_dir, folder, capsys, mo
 @pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--batch-size", "-1"), ("--max-new-tokens", "0"),
                                          ("--batch-size", "two")])
 def test_bad_numbers_are_refused_before_the_model_loads(folder, capsys, monkeypatch, flag, value):
-    monkeypatch.setattr(speechllm.modeling, "load", lambda *a, **k: pytest.fail("the model must not load"))
+    monkeypatch.setattr(speechllm.models.loading, "load", lambda *a, **k: pytest.fail("the model must not load"))
     with pytest.raises(SystemExit) as caught:
         main(["infer", str(folder / "a.wav"), flag, value])
     err = capsys.readouterr().err

@@ -6,7 +6,7 @@ from transformers import AutoModel
 
 import speechllm  # noqa: F401  (registers model_type "speechllm" with the Auto classes)
 from speechllm.errors import ConfigError, InputError
-from speechllm.modeling import SpeechLLMForConditionalGeneration, load
+from speechllm.models import SpeechLLMForConditionalGeneration, load
 from speechllm.testing import tiny_model
 from tests.conftest import tone
 
@@ -94,7 +94,7 @@ def test_merged_export_matches_lora_model(tmp_path):
     model = _lora_model_with_base_references(tmp_path)
     conversation = [ask("transcribe", tone(0.9))]
     before = logits(model, conversation)
-    model.merged().save_pretrained(tmp_path / "merged")
+    model.merge_adapters_in_place().save_pretrained(tmp_path / "merged")
     merged = AutoModel.from_pretrained(tmp_path / "merged")
     assert not any("lora_" in n for n, _ in merged.named_parameters())
     torch.testing.assert_close(logits(merged, conversation), before, atol=1e-4, rtol=1e-4)
@@ -288,9 +288,9 @@ def test_scaled_adapters_interpolate_between_pretrained_and_fine_tuned_weights(t
     with model.language_model.disable_adapter():
         pretrained = {n.replace(".base_layer", ""): p.clone()
                       for n, p in model.language_model.get_base_model().named_parameters() if "lora_" not in n}
-    tuned = {n: p.clone() for n, p in copy.deepcopy(model).merged().language_model.named_parameters()}
+    tuned = {n: p.clone() for n, p in copy.deepcopy(model).merge_adapters_in_place().language_model.named_parameters()}
     assert model.scale_adapters(0.25) > 0
-    scaled = dict(model.merged().language_model.named_parameters())
+    scaled = dict(model.merge_adapters_in_place().language_model.named_parameters())
     changed = 0
     for name, weight in scaled.items():
         expected = pretrained[name] + 0.25 * (tuned[name] - pretrained[name])

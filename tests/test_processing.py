@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from speechllm.errors import ConfigError, InputError
-from speechllm.processing import IGNORE_INDEX
+from speechllm.models.processing import IGNORE_INDEX
 from tests.conftest import tone
 
 CHATML = (
@@ -88,12 +88,12 @@ def test_tokenizer_chat_template_is_used_and_answers_end_at_end_of_turn():
 
 
 def test_template_that_rewrites_history_is_refused(tiny):
-    from speechllm.processing import SpeechLLMProcessor
-    from speechllm.testing import tiny_tokenizer
+    from speechllm.models.processing import SpeechLLMProcessor
+    from speechllm.testing import tiny_spec, tiny_tokenizer
 
     unstable = "{% for m in messages %}{{ m['content'] }}{% if loop.last %}!{% endif %}{% endfor %}"
     with pytest.raises(ConfigError, match="prefix-stable"):
-        SpeechLLMProcessor(tiny_tokenizer(), lambda n: 1, chat_template=unstable)
+        SpeechLLMProcessor(tiny_tokenizer(), tiny_spec(llm={"chat_template": unstable}))
 
 
 @pytest.mark.parametrize(
@@ -111,3 +111,90 @@ def test_template_that_rewrites_history_is_refused(tiny):
 def test_malformed_conversations_get_clear_errors(tiny, conversation, message):
     with pytest.raises(InputError, match=message):
         tiny.processor(conversation)
+
+
+# -- the processor stands alone ----------------------------------------------------------------------------------
+
+def mixed_batch():
+    """Conversations with clips of several lengths (one under Whisper's minimum, one over 30 s), for training."""
+    return [
+        [user("compare ", tone(0.5), " with ", tone(2.3, seed=1)), {"role": "assistant", "content": "the first"}],
+        [user("transcribe ", tone(0.01, seed=2)), {"role": "assistant", "content": "nothing"}],
+        [user("and this? ", tone(31.0, seed=3)), {"role": "assistant", "content": "a long tone"}],
+    ]
+
+
+def assert_same_batches(processor, reference, conversations):
+    for kwargs in ({"add_generation_prompt": False}, {"add_generation_prompt": True}):
+        prompts = conversations if not kwargs["add_generation_prompt"] else [c[:-1] for c in conversations]
+        got, expected = processor(prompts, **kwargs), reference(prompts, **kwargs)
+        assert sorted(got) == sorted(expected)
+        for key in expected:
+            assert torch.equal(got[key], expected[key]), key
+    assert processor.end_of_turn_ids == reference.end_of_turn_ids
+    assert processor.audio_limits == reference.audio_limits
+
+
+def test_a_saved_model_folder_gives_the_same_batches_through_autoprocessor(tiny, tmp_path):
+    from transformers import AutoProcessor
+
+    from speechllm.models.processing import SpeechLLMProcessor
+
+    tiny.save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, SpeechLLMProcessor)
+    assert_same_batches(loaded, tiny.processor, mixed_batch())
+
+
+def test_a_processor_saves_alone_and_reloads_without_any_model_weights(tiny, tmp_path):
+    from transformers import AutoProcessor
+
+    tiny.processor.save_pretrained(tmp_path)
+    assert not list(tmp_path.glob("*.safetensors")) and not (tmp_path / "config.json").exists()
+    assert_same_batches(AutoProcessor.from_pretrained(tmp_path), tiny.processor, mixed_batch())
+
+
+def test_a_model_folder_saved_before_processors_saved_themselves_still_loads_one(tiny, tmp_path):
+    from transformers import AutoProcessor
+
+    tiny.save_pretrained(tmp_path)
+    (tmp_path / "processor_config.json").unlink()  # as the checkpoints written before it existed
+    assert_same_batches(AutoProcessor.from_pretrained(tmp_path), tiny.processor, mixed_batch())
+
+
+def test_the_processor_goes_to_a_dataloader_worker(tiny):
+    import pickle
+
+    assert_same_batches(pickle.loads(pickle.dumps(tiny.processor)), tiny.processor, mixed_batch())
+
+
+@pytest.mark.parametrize("family, connector", [("whisper", "window_qformer"), ("hubert", "speechllm_cnn"),
+                                               ("wav2vec2", "pool_linear"), ("wavlm", "stack_mlp")])
+def test_token_counts_from_the_spec_alone_equal_the_built_parts(family, connector):
+    """The processor counts with no weights; the count must be what the built encoder and connector output."""
+    from speechllm.models import SpeechLLMProcessor, audio_token_count
+    from speechllm.testing import tiny_model, tiny_tokenizer
+
+    model = tiny_model(family, connector, encoder={"window_seconds": 1.0})
+    processor = SpeechLLMProcessor(tiny_tokenizer(), model.config.model_spec)
+    for n in [1, 399, 400, 401, 5000, 16000, 16001, 40000, 160000 + 7]:
+        built = model.connector.output_length(model.encoder.output_length(n))
+        assert processor.audio_token_count(n) == audio_token_count(model.config.model_spec, n) == built, n
+    assert processor.min_samples == model.encoder.min_samples
+
+
+def test_the_processor_takes_waveforms_and_says_how_to_load_anything_else(tiny, tmp_path):
+    import soundfile as sf
+
+    from speechllm.audio import load_conversation_audio
+
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, tone(0.7)[0], 16000)
+    with pytest.raises(InputError, match="load_conversation_audio"):
+        tiny.processor([{"role": "user", "content": [{"type": "audio", "audio": str(wav)}]}])
+    with pytest.raises(InputError, match="8000 Hz"):
+        tiny.processor([user("transcribe ", (tone(0.7)[0], 8000))])
+    loaded = load_conversation_audio([{"role": "user", "content": [{"type": "audio", "audio": str(wav)}]}],
+                                     **tiny.processor.audio_limits)
+    batch = tiny.processor(loaded)
+    assert batch["audio_lengths"].tolist() == [len(tone(0.7)[0])]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from speechllm.errors import ConfigError
-from speechllm.modeling import SpeechLLMForConditionalGeneration
+from speechllm.models import SpeechLLMForConditionalGeneration
 from speechllm.testing import TINY_ENCODERS, tiny_llm_config, tiny_tokenizer
 from speechllm.training.config import load_train_config
 

@@ -445,7 +445,7 @@ def test_cli_serve_loads_the_model_and_passes_settings(model, tmp_path, monkeypa
 
 
 def test_cli_serve_errors_are_clear(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(speechllm.modeling, "DEFAULT_MODEL", tmp_path / "no-default-model-here")
+    monkeypatch.setattr(speechllm.models.loading, "DEFAULT_MODEL", tmp_path / "no-default-model-here")
     assert cli.main(["serve"]) == 1
     assert "pass a model path" in capsys.readouterr().err
     (tmp_path / "bad.yaml").write_text("max_batch: 3\n")

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
-from speechllm.audio import SAMPLE_RATE, AudioInput, load_audio_segment
+from speechllm.audio import SAMPLE_RATE, AudioInput, load_audio, load_audio_segment
 from speechllm.data.manifest import BadRow, row_segment, parse_json_line
 from speechllm.data.tasks import prompt_message
 from speechllm.errors import AudioError, ConfigError, DataError
@@ -52,7 +52,7 @@ def split_model_argument(arguments: Sequence[str]) -> tuple[str | None, list[str
 
 def resolve_model(name: str | None, merge_adapters: bool = True):
     """`speechllm.load(name)`: a saved model, or the default model when no name is given."""
-    from speechllm.modeling import load
+    from speechllm.models.loading import load
 
     return load(name, merge_adapters=merge_adapters)
 
@@ -103,8 +103,8 @@ def _decode(model, clip: InputClip):
         raise AudioError(clip.error)
     if clip.segment is not None:
         samples = load_audio_segment(clip.source, *clip.segment, name=clip.name)
-        return model.processor.load_audio((samples, SAMPLE_RATE))  # the model's length checks
-    return model.processor.load_audio(clip.source)
+        return load_audio((samples, SAMPLE_RATE), **model.processor.audio_limits)  # the model's length checks
+    return load_audio(clip.source, **model.processor.audio_limits)
 
 
 def infer_clips(model, clips: Sequence[InputClip], *, fields: Sequence[str] | None = None,

@@ -17,6 +17,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from speechllm.audio import load_audio
 from speechllm.errors import AudioError, ConfigError
 from speechllm.inference import check_positive
 from speechllm.metadata import MetadataSchema
@@ -104,7 +105,7 @@ def _run_batch(model, records, group: str, schema: MetadataSchema, names: list[s
         row = {"id": record.id, "dataset": group, "audio": record.audio if isinstance(record.audio, str) else None,
                "reference": record.metadata(schema)}
         try:
-            clips.append(model.processor.load_audio(record.audio_source()))
+            clips.append(load_audio(record.audio_source(), **model.processor.audio_limits))
             row["seconds"] = len(clips[-1]) / 16000
             rows.append((row, record))
         except AudioError as e:

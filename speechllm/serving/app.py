@@ -54,7 +54,7 @@ def create_app(model, config: ServerConfig | None = None) -> FastAPI:
 
 def resolve_model(name_or_path: str | Path | None):
     """A loaded model: from a saved directory (or hub id), or the package's default model when None."""
-    from ..modeling import load
+    from ..models.loading import load
 
     return load(name_or_path)
 

@@ -7,8 +7,9 @@ from typing import Sequence
 
 import torch
 
+from ..audio import load_conversation_audio
 from ..errors import DataError
-from ..processing import IGNORE_INDEX, EncodedConversation, SpeechLLMProcessor
+from ..models.processing import IGNORE_INDEX, EncodedConversation, SpeechLLMProcessor
 
 
 def teacher_encoding(processor: SpeechLLMProcessor, encoded: EncodedConversation, transcripts: Sequence[str]):
@@ -33,7 +34,8 @@ def teacher_encoding(processor: SpeechLLMProcessor, encoded: EncodedConversation
 
 def collate_examples(processor: SpeechLLMProcessor, examples, with_teacher: bool = False) -> dict:
     """TrainingExamples -> {"student": batch, "teacher": batch or None, "tokens": answer token count}."""
-    encoded = [processor.encode(e.conversation, add_generation_prompt=False) for e in examples]
+    encoded = [processor.encode(load_conversation_audio(e.conversation, **processor.audio_limits),
+                                add_generation_prompt=False) for e in examples]
     student = processor.collate(encoded, padding_side="right")
     teacher = None
     if with_teacher:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..processing import IGNORE_INDEX
+from ..models.processing import IGNORE_INDEX
 
 
 @dataclass

@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..errors import ConfigError, DataError
-from ..processing import FALLBACK_CHAT_TEMPLATE
+from ..models.processing import FALLBACK_CHAT_TEMPLATE
 
 FAMILIES = ("repeat", "paraphrase", "keywords", "intent", "sentiment", "continuation", "translation", "answer")
 SLOT = "{transcript}"

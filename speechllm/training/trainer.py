@@ -21,8 +21,9 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_scheduler
 
+from ..audio import load_conversation_audio
 from ..errors import ConfigError
-from ..modeling import SpeechLLMForConditionalGeneration, logits_at
+from ..models import SpeechLLMForConditionalGeneration, logits_at
 from .batches import StepBatches, collate_examples, step_loader, to_device
 from .config import StageConfig, TrainConfig
 from .feature_cache import FeatureCache
@@ -226,6 +227,7 @@ class Trainer:
         for i in range(min(count, len(dataset))):
             conversation = dataset[i].conversation
             prompt, reference = conversation[:-1], conversation[-1]["content"]
+            prompt = load_conversation_audio(prompt, **self.processor.audio_limits)
             batch = to_device(self.processor([prompt]), self.accelerator.device)
             tokens = model.generate(**batch, max_new_tokens=64, do_sample=False)
             samples.append({"reference": reference, "generated": self.processor.decode(tokens)[0]})

@@ -1,10 +1,13 @@
 """Turn conversations with audio into model inputs: the same code for training and for inference.
 
 A conversation is a list of messages in the Hugging Face chat format. A message's `content` is a
-string, or a list of parts `{"type": "text", "text": ...}` and `{"type": "audio", "audio": <file path,
-bytes, array with rate, ...>}` in any number and order. Each audio part becomes one placeholder token
-in the rendered chat template, then expands to exactly as many positions as the encoder and
-connector produce for that clip.
+string, or a list of parts `{"type": "text", "text": ...}` and `{"type": "audio", "audio": <waveform>}`
+in any number and order. A waveform is a 1-D float 16 kHz numpy array or tensor (or an `(array, 16000)`
+pair); files and other sources are decoded before, by `speechllm.audio.load_conversation_audio` with the
+processor's `audio_limits`. Each audio part becomes one placeholder token in the rendered chat template,
+then expands to exactly as many positions as the encoder and connector produce for that clip: a count
+the processor takes from the model's spec (`coupling.audio_token_count`), so it needs no model, saves
+itself (`save_pretrained`) and loads with `transformers.AutoProcessor.from_pretrained`.
 
 Why the prompt is byte-identical in training and inference: the rendered conversation is cut at every
 assistant turn and each piece is tokenised on its own, so the tokens before an answer never depend on
@@ -14,15 +17,25 @@ training.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
+import numpy as np
 import torch
+from transformers import AutoProcessor, AutoTokenizer
+from transformers.utils import cached_file
 
-from .audio import AudioInput, load_audio, pad_batch
-from .errors import ConfigError, InputError
+from ..audio import SAMPLE_RATE, pad_batch
+from ..config import LLMSpec, ModelSpec, from_dict, to_dict
+from ..errors import ConfigError, InputError
+from .configuration import SpeechLLMConfig
+from .coupling import build_coupling
 
 IGNORE_INDEX = -100
+PROCESSOR_CONFIG = "processor_config.json"
+HUB_OPTIONS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "subfolder")
 
 # For tokenizers without a chat template (base LMs, Whisper's decoder): plain role headers, and the
 # tokenizer's EOS closes each assistant turn so generation knows where to stop.
@@ -47,27 +60,29 @@ class EncodedConversation:
     audio: list  # waveforms (float32 16 kHz numpy arrays), in order of appearance
 
 
-class SpeechLLMProcessor:
-    """Owns the tokenizer, the chat template and the audio placeholder.
+def processor_spec(spec: ModelSpec) -> ModelSpec:
+    """The parts of a model's spec the processor needs: audio placeholder, chat template, audio limits, and
+    the encoder, connector and coupling that decide token counts (not the LLM's weights or config)."""
+    return from_dict(ModelSpec, {
+        **to_dict(spec), "metadata_schema": None,
+        "llm": to_dict(LLMSpec(chat_template=spec.llm.chat_template, coupling=spec.llm.coupling)),
+    })
 
-    `audio_token_count(num_samples)` says how many LLM positions one clip takes; the model provides it.
+
+class SpeechLLMProcessor:
+    """Owns the tokenizer, the chat template and the audio placeholder; counts audio tokens from `spec`.
+
+    Stands alone: built from a tokenizer and a `ModelSpec` (a dict works too), saved with `save_pretrained`,
+    loaded with `from_pretrained` or `transformers.AutoProcessor.from_pretrained`, and picklable.
     """
 
-    def __init__(
-        self,
-        tokenizer,
-        audio_token_count: Callable[[int], int],
-        *,
-        audio_token: str = "<|audio|>",
-        chat_template: str | None = None,
-        min_samples: int = 1,
-        max_audio_seconds: float | None = None,
-    ):
+    def __init__(self, tokenizer, spec: ModelSpec | dict):
         self.tokenizer = tokenizer
-        self.audio_token_count = audio_token_count
-        self.audio_token = audio_token
-        self.min_samples = min_samples
-        self.max_audio_seconds = max_audio_seconds
+        self.spec = processor_spec(from_dict(ModelSpec, spec, "model"))
+        self.coupling = build_coupling(self.spec)
+        audio_token = self.audio_token = self.spec.audio_token
+        chat_template = self.spec.llm.chat_template
+        self.max_audio_seconds = self.spec.max_audio_seconds
         if audio_token not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [audio_token]})
         self.audio_token_id = tokenizer.convert_tokens_to_ids(audio_token)
@@ -79,6 +94,42 @@ class SpeechLLMProcessor:
             # Padding positions are masked out; any id will do, EOS is the usual choice.
             tokenizer.pad_token = tokenizer.eos_token
         self.end_of_turn_ids = self._find_end_of_turn_ids()
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest clip the encoder turns into at least one frame (shorter ones are padded when loaded)."""
+        return self.coupling.min_samples
+
+    @property
+    def audio_limits(self) -> dict:
+        """What `load_audio` / `load_conversation_audio` take to load clips for this model."""
+        return {"min_samples": self.min_samples, "max_seconds": self.max_audio_seconds}
+
+    def audio_token_count(self, num_samples: int) -> int:
+        """Prompt positions one clip of `num_samples` 16 kHz samples takes (0 when read by cross-attention)."""
+        return self.coupling.audio_token_count(num_samples)
+
+    # -- saving --------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        """Write the tokenizer and `processor_config.json` (the spec parts the processor needs)."""
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(save_directory)
+        config = {"processor_class": type(self).__name__, "spec": to_dict(self.spec)}
+        (save_directory / PROCESSOR_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "SpeechLLMProcessor":
+        """A processor saved by `save_pretrained` (a local folder or hub id), or, for a model folder saved
+        without one, rebuilt from the model's config.json."""
+        path = str(pretrained_model_name_or_path)
+        hub = {k: v for k, v in kwargs.items() if k in HUB_OPTIONS}
+        config_file = cached_file(path, PROCESSOR_CONFIG, _raise_exceptions_for_missing_entries=False, **hub)
+        if config_file is not None:
+            spec = json.loads(Path(config_file).read_text())["spec"]
+        else:
+            spec = SpeechLLMConfig.from_pretrained(path, **hub).model_spec
+        return cls(AutoTokenizer.from_pretrained(path, **hub), spec)
 
     def _find_end_of_turn_ids(self) -> list[int]:
         """The special tokens that close an assistant turn in this template (plus EOS): generation stops there."""
@@ -156,9 +207,9 @@ class SpeechLLMProcessor:
         return ids[: last + 1] + [IGNORE_INDEX] * (len(ids) - last - 1)
 
     def encode(self, conversation: Conversation, add_generation_prompt: bool = True) -> EncodedConversation:
-        """Token ids (placeholders expanded), labels (answers only) and decoded audio of one conversation."""
+        """Token ids (placeholders expanded), labels (answers only) and waveforms of one conversation."""
         messages, sources = self._flatten(conversation)
-        audio = [self.load_audio(source) for source in sources]
+        audio = [waveform(source, clip) for clip, source in enumerate(sources)]
         input_ids, labels = [], []
         for text, is_answer in self.segments(messages, add_generation_prompt):
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
@@ -179,9 +230,6 @@ class SpeechLLMProcessor:
                 expanded_ids.append(token)
                 expanded_labels.append(label)
         return EncodedConversation(expanded_ids, expanded_labels, audio)
-
-    def load_audio(self, source: AudioInput):
-        return load_audio(source, min_samples=self.min_samples, max_seconds=self.max_audio_seconds)
 
     def collate(self, encoded: Sequence[EncodedConversation], padding_side: str) -> dict[str, torch.Tensor]:
         """Pad a batch: left for generation, right for training. Audio of all rows is flattened in order."""
@@ -228,3 +276,25 @@ class SpeechLLMProcessor:
 
     def decode(self, token_ids, skip_special_tokens: bool = True) -> list[str]:
         return self.tokenizer.batch_decode(token_ids, skip_special_tokens=skip_special_tokens)
+
+
+def waveform(source, clip: int) -> np.ndarray:
+    """An audio part's waveform as a float32 array; InputError for anything else (files are loaded before)."""
+    if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], (np.ndarray, torch.Tensor)):
+        if source[1] != SAMPLE_RATE:
+            raise InputError(f"audio clip {clip} is at {source[1]} Hz; the processor takes {SAMPLE_RATE} Hz "
+                             "waveforms: resample it with speechllm.audio.load_audio")
+        source = source[0]
+    if isinstance(source, torch.Tensor):
+        source = source.detach().cpu().float().numpy()
+    if not isinstance(source, np.ndarray):
+        raise InputError(f"audio clip {clip} is a {type(source).__name__}; the processor takes 16 kHz waveforms: "
+                         "load files first with speechllm.audio.load_conversation_audio(conversations, "
+                         "**processor.audio_limits)")
+    if source.ndim != 1 or not np.issubdtype(source.dtype, np.floating) or not source.size:
+        raise InputError(f"audio clip {clip} has shape {source.shape} and dtype {source.dtype}; the processor takes "
+                         "non-empty 1-D float waveforms (speechllm.audio.load_audio makes them)")
+    return source.astype(np.float32, copy=False)
+
+
+AutoProcessor.register(SpeechLLMConfig, SpeechLLMProcessor)
