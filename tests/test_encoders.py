@@ -84,7 +84,7 @@ def test_whisper_counts_a_partial_frame():
 def test_whisper_31_seconds_takes_two_windows():
     encoder = build("whisper")
     n = 31 * SAMPLE_RATE
-    assert encoder._window_sizes(n) == [30 * SAMPLE_RATE, SAMPLE_RATE]
+    assert encoder.frames.window_sizes(n) == [30 * SAMPLE_RATE, SAMPLE_RATE]
     features, lengths = encode(encoder, clips_of([n]))
     assert lengths.tolist() == [encoder.output_length(n)] == [math.ceil(n / 320)]
     assert features.shape[1] == 1550

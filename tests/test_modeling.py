@@ -94,7 +94,9 @@ def test_merged_export_matches_lora_model(tmp_path):
     model = _lora_model_with_base_references(tmp_path)
     conversation = [ask("transcribe", tone(0.9))]
     before = logits(model, conversation)
-    model.merge_adapters_in_place().save_pretrained(tmp_path / "merged")
+    assert model.merge_adapters_in_place() is model  # in place, as the name says
+    assert model.config.model_spec.llm.train == "full"
+    model.save_pretrained(tmp_path / "merged")
     merged = AutoModel.from_pretrained(tmp_path / "merged")
     assert not any("lora_" in n for n, _ in merged.named_parameters())
     torch.testing.assert_close(logits(merged, conversation), before, atol=1e-4, rtol=1e-4)
@@ -170,13 +172,22 @@ def test_trainable_only_save_needs_base_references(tiny, tmp_path):
 def test_loss_trains_only_the_answer(tiny):
     conversation = ask("transcribe", tone(0.5)) + [{"role": "assistant", "content": "hello world"}]
     batch = tiny.processor(conversation, add_generation_prompt=False)
-    out = tiny(**batch)
+    with torch.no_grad():
+        out = tiny(**batch)
     assert torch.isfinite(out.loss)
     changed = batch["input_ids"].clone()
     prompt_positions = (batch["labels"] == -100) & (changed != tiny.processor.audio_token_id)
     # Changing the prompt changes the loss; the loss only counts answer tokens.
     assert int((batch["labels"] != -100).sum()) == len(tiny.processor.tokenizer("hello world</s>", add_special_tokens=False).input_ids)
     assert prompt_positions.any()
+    other = tiny.processor.tokenizer.convert_tokens_to_ids("the")
+    changed[prompt_positions] = other
+    with torch.no_grad():
+        assert not torch.isclose(tiny(**{**batch, "input_ids": changed}).loss, out.loss)
+    # The loss is the mean cross-entropy of predicting each answer token, and nothing else.
+    targets, predicted = batch["labels"][:, 1:], out.logits[:, :-1]
+    answer = targets != -100
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(predicted[answer], targets[answer]))
 
 
 def test_placeholder_count_mismatch_is_a_clear_error(tiny):
@@ -213,6 +224,27 @@ def test_cross_attention_ignores_the_padding_of_longer_clips_in_the_batch(crop_t
                                                       do_sample=False)[0].tolist()
         width = alone["input_ids"].shape[1]  # prompts are left-padded to the longest
         torch.testing.assert_close(batched_logits[i, -width:], model(**alone).logits[0], atol=1e-4, rtol=1e-4)
+
+
+def test_beam_search_with_cross_attention_answers_a_clip_batched_with_a_longer_one_as_alone():
+    """Each row's beams must get that row's padding mask: beam search expands the batch to rows x beams."""
+    model = cross_attention_model(crop_to_length=True)
+    conversations = [ask("transcribe", tone(s, freq=180 + 70 * i, seed=i)) for i, s in enumerate([0.6, 3.0, 1.5])]
+    options = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False, "num_beams": 3}
+    together = model.generate(**model.processor(conversations), **options)
+    for i, conversation in enumerate(conversations):
+        assert together[i].tolist() == model.generate(**model.processor([conversation]), **options)[0].tolist(), i
+
+
+def test_config_model_spec_is_the_spec_that_is_saved(tiny, tmp_path):
+    from speechllm.models import SpeechLLMConfig
+
+    config = copy.deepcopy(tiny.config)
+    config.model_spec.llm.train = "full"  # a real attribute: the change sticks, and is what gets saved
+    assert config.model_spec.llm.train == "full" and tiny.config.model_spec.llm.train == "frozen"
+    config.save_pretrained(tmp_path)
+    assert SpeechLLMConfig.from_pretrained(tmp_path).model_spec == config.model_spec
+    assert SpeechLLMConfig(config.model_spec).model_spec is not config.model_spec  # configs never share a spec
 
 
 def test_cross_attention_coupling_batches_like_single_and_reloads(tmp_path):

@@ -122,6 +122,12 @@ class CrossAttentionCoupling(Coupling):
     def generate(self, model, input_ids, attention_mask, audio_values=None, audio_lengths=None, audio_features=None,
                  **kwargs):
         states, frames = self.audio_states(model, input_ids, audio_values, audio_lengths, audio_features)
+        # generate copies each prompt row for its beams (or returned sequences), but not the audio states of a
+        # decoder-only LLM: copy them alike, or a batch of clips would meet rows x beams queries.
+        config = model.language_model.generation_config
+        copies = max(kwargs.get("num_beams") or config.num_beams or 1,
+                     kwargs.get("num_return_sequences") or config.num_return_sequences or 1)
+        states = states.repeat_interleave(copies, dim=0)
         with cross_attention_ignores_padding(model.language_model, frames, states.shape[1]):
             out = model.language_model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=(states,), **kwargs
