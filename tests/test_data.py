@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from speechllm.audio import load_conversation_audio
 from speechllm.data.manifest import load_hf_dataset, read_manifest
 from speechllm.data.mixing import DataConfig, MixedDataset, Source, length_buckets
 from speechllm.data.tasks import TASKS, build_example, instructions, prompt_message
@@ -162,12 +163,17 @@ def test_hf_dataset_from_save_to_disk(tmp_path, clips, tiny):
     data = load_hf_dataset(tmp_path / "saved", on_bad_row="error")
     assert [r.labels["Emotion"] for r in data] == ["Happy", "Sad"]
     assert data[1].audio["bytes"] and data[1].seconds == pytest.approx(1.0)
-    encoded = tiny.processor.encode(build_example(data[1], "asr", random.Random(0)).conversation, False)
+    encoded = _encode(tiny.processor, build_example(data[1], "asr", random.Random(0)).conversation)
     assert len(encoded.audio[0]) == RATE  # decoded from the stored bytes by our load_audio
 
 
+def _encode(processor, conversation):
+    """As training does: the audio sources loaded (the processor takes waveforms), then encoded."""
+    return processor.encode(load_conversation_audio(conversation, **processor.audio_limits), add_generation_prompt=False)
+
+
 def _answer(processor, conversation) -> str:
-    encoded = processor.encode(conversation, add_generation_prompt=False)
+    encoded = _encode(processor, conversation)
     return processor.tokenizer.decode([t for t in encoded.labels if t != IGNORE_INDEX])
 
 
@@ -209,7 +215,7 @@ def test_conversation_with_two_clips_has_no_single_transcript(tmp_path, clips, t
                          {"role": "assistant", "content": "Two clips."}]}]))[0]
     example = build_example(record, None, random.Random(0))
     assert example.task == "conversation" and example.transcripts is None
-    assert [len(a) for a in tiny.processor.encode(example.conversation, False).audio] == [RATE // 2, 2 * RATE]
+    assert [len(a) for a in _encode(tiny.processor, example.conversation).audio] == [RATE // 2, 2 * RATE]
 
 
 def test_metadata_subsets_follow_the_probability_and_the_schema(tmp_path, clips):
