@@ -243,7 +243,8 @@ def test_config_model_spec_is_the_spec_that_is_saved(tiny, tmp_path):
     config.model_spec.llm.train = "full"  # a real attribute: the change sticks, and is what gets saved
     assert config.model_spec.llm.train == "full" and tiny.config.model_spec.llm.train == "frozen"
     config.save_pretrained(tmp_path)
-    assert SpeechLLMConfig.from_pretrained(tmp_path).model_spec == config.model_spec
+    reloaded = SpeechLLMConfig.from_pretrained(tmp_path).model_spec
+    assert reloaded.llm.train == "full" and reloaded.connector == config.model_spec.connector
     assert SpeechLLMConfig(config.model_spec).model_spec is not config.model_spec  # configs never share a spec
 
 
