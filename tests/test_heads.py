@@ -1,6 +1,9 @@
 """Attribute heads: the acoustic features, fitting, saving, and the LLM writing the head's value."""
 
+import copy
+import gc
 import json
+import weakref
 
 import numpy as np
 import pytest
@@ -9,6 +12,8 @@ import torch
 from speechllm.errors import ConfigError, InputError
 from speechllm.heads import (
     AttributeHeads,
+    PretrainedExtractors,
+    clip_features,
     fit_heads,
     f0_track,
     formant_track,
@@ -238,3 +243,52 @@ def test_heads_command_fits_heads_onto_a_saved_model(tmp_path, capsys):
     assert main(["heads", str(tmp_path / "model"), str(tmp_path / "train.jsonl"), "--head", "Gender=loudness",
                  "--out", str(tmp_path / "x")]) == 1
     assert "FIELD=FEATURE" in capsys.readouterr().err
+
+
+def _voice_and_vad_heads():
+    spec = {"Gender": {"features": ["voice"], "width": 256}, "SpeechActivity": {"features": ["vad"], "width": 3}}
+    torch.manual_seed(0)  # the same random weights for every call
+    return AttributeHeads(SPEECHLLM_SCHEMA, spec)
+
+
+def test_heads_own_their_pretrained_models_and_free_them_when_dropped():
+    """No hidden cache shared between owners: each heads object loads the voice encoder and the VAD it reads, and
+    dropping it (or releasing its extractors) frees them."""
+    first, second = _voice_and_vad_heads(), _voice_and_vad_heads()
+    clips = [voice(120.0, seconds=1.0, seed=1), voice(230.0, seconds=1.0, seed=2)]
+    fields = ["Gender", "SpeechActivity"]
+    before = first.predict(clips, fields)
+    assert sorted(first.extractors.loaded) == ["vad", "voice"]
+    assert second.extractors.loaded == []  # the first heads' models are theirs alone
+    assert second.predict(clips, fields) == before
+    assert second.extractors.voice_encoder is not first.extractors.voice_encoder
+    assert second.extractors.vad is not first.extractors.vad
+    models = [weakref.ref(first.extractors.voice_encoder), weakref.ref(first.extractors.vad)]
+    del first
+    gc.collect()
+    assert [m() for m in models] == [None, None]
+    models = [weakref.ref(second.extractors.voice_encoder), weakref.ref(second.extractors.vad)]
+    second.extractors.release()
+    gc.collect()
+    assert [m() for m in models] == [None, None] and second.extractors.loaded == []
+    assert second.predict(clips, fields) == before  # released models load again on next use
+
+
+def test_heads_that_loaded_their_models_can_be_copied():
+    heads = _voice_and_vad_heads()
+    clips = [voice(150.0, seconds=1.0, seed=3)]
+    before = heads.predict(clips, ["Gender", "SpeechActivity"])
+    copied = copy.deepcopy(heads)  # an ONNX session cannot be copied: the copy loads its own models
+    assert copied.extractors is not heads.extractors and copied.extractors.loaded == []
+    assert copied.predict(clips, ["Gender", "SpeechActivity"]) == before
+
+
+def test_fitted_heads_keep_the_models_that_computed_their_features():
+    extractors = PretrainedExtractors()
+    clips = [voice(f0, seconds=1.0, seed=i) for i, f0 in enumerate([100, 120, 220, 250])]
+    features = clip_features(["vad"], clips, extractors=extractors)
+    heads = fit_heads(SPEECHLLM_SCHEMA, {"SpeechActivity": ["vad"]}, features,
+                      {"SpeechActivity": [True, False, True, False]}, extractors=extractors)
+    vad = extractors.vad
+    heads.predict(clips, ["SpeechActivity"])
+    assert heads.extractors is extractors and heads.extractors.vad is vad  # not loaded a second time
