@@ -11,7 +11,7 @@ import soundfile as sf
 import speechllm
 from speechllm.cli import main
 from speechllm.errors import ConfigError, SpeechLLMError
-from speechllm.evaluation.batch_infer import collect_inputs, infer_clips, split_model_argument
+from speechllm.inference import collect_inputs, infer_clips, split_model_argument
 
 RATE = 16000
 

@@ -20,13 +20,13 @@ from tqdm import tqdm
 from speechllm.errors import AudioError, ConfigError
 from speechllm.inference import check_positive
 from speechllm.metadata import MetadataSchema
+from speechllm.prompting import SPEECH_FIELD, TRANSCRIPT_FIELD
 
 from . import cascade as cascade_asr
 from .data import EvalData, read_eval_manifests
 from .metrics import classification, corpus_wer, majority_label
 from .report import write_report
 
-TRANSCRIPT = "Transcript"
 BASELINES = ("cascade", "majority")
 
 
@@ -163,7 +163,7 @@ def summarize(predictions: list[dict], names: list[str], schema: MetadataSchema)
 
 
 def _has_wer_reference(p: dict) -> bool:
-    return TRANSCRIPT in p["reference"] and p["reference"].get("SpeechActivity") is not False
+    return TRANSCRIPT_FIELD in p["reference"] and p["reference"].get(SPEECH_FIELD) is not False
 
 
 def _baselines(predictions, names, schema, baselines, asr, groups) -> dict:
