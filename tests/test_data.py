@@ -258,6 +258,21 @@ def test_data_config_reads_sources_and_reports_skipped_rows(tmp_path, clips):
                                                         "options": {"subset_pro": 0.5}, "on_bad_row": "skip"}]}))
 
 
+def test_a_record_is_checked_for_its_task_once_and_again_for_another(tmp_path, clips, monkeypatch):
+    from speechllm.data import tasks
+
+    checks = []
+    original = tasks.missing_for
+    monkeypatch.setattr(tasks, "missing_for", lambda *args: checks.append(args[0]) or original(*args))
+    path = manifest(tmp_path / "m.jsonl", [GOOD, {**GOOD, "id": "two"}])
+    dataset = MixedDataset(DataConfig.from_dict({"sources": [{"manifest": str(path), "task": "asr"}]}), 8)
+    assert [dataset[i].task for i in range(8)] == ["asr"] * 8
+    assert checks == ["asr", "asr"]  # by the manifest reader; the mixer and the example builder trust it
+    with pytest.raises(DataError, match=r"m.jsonl:1: task 'metadata' needs a transcript or labels"):
+        build_example(dataset.sources[0].records[0], "metadata", random.Random(0),
+                      SPEECHLLM_SCHEMA.subset(["Gender"]))
+
+
 def test_length_buckets_group_similar_lengths_deterministically():
     lengths = np.random.default_rng(0).uniform(0.5, 30.0, size=1000)
     batches = length_buckets(lengths, batch_size=8, seed=3)

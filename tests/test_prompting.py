@@ -36,7 +36,8 @@ def test_instruction_names_the_fields_in_order():
 
 def test_the_field_names_code_relies_on_are_fields_of_the_schema():
     assert {SPEECH_FIELD, TRANSCRIPT_FIELD} <= set(SPEECHLLM_SCHEMA.names)
-    assert SPEECHLLM_SCHEMA.field(TRANSCRIPT_FIELD).kind == "text" and SPEECHLLM_SCHEMA.field(SPEECH_FIELD).kind == "bool"
+    assert SPEECHLLM_SCHEMA.field(TRANSCRIPT_FIELD).kind == "text"
+    assert SPEECHLLM_SCHEMA.field(SPEECH_FIELD).kind == "bool"
 
 
 def test_an_unknown_pool_names_the_file_to_add():
