@@ -43,7 +43,7 @@ def cmd_train(args):
 
 
 def cmd_targets(args):
-    from .training.targets import generate_targets
+    from .data.targets import generate_targets
 
     stats = generate_targets(
         args.manifest, args.output, llm=args.llm, families=tuple(args.families.split(",")),
@@ -54,11 +54,11 @@ def cmd_targets(args):
 
 
 def cmd_heads(args):
-    from .evaluation.batch_infer import resolve_model
+    from . import load
     from .heads import fit_model_heads, parse_head_features
 
     head_features = parse_head_features(args.head)  # a typo fails before the model loads
-    model = resolve_model(args.model, merge_adapters=False)  # saved again below: adapters stay adapters
+    model = load(args.model, merge_adapters=False)  # saved again below: adapters stay adapters
     heads = fit_model_heads(model, args.manifests, head_features)
     model.save_pretrained(args.out, trainable_only=model.config.weights == "trainable")
     print(f"attribute heads {heads.fields} fitted; model with heads written to {args.out}")
@@ -97,12 +97,12 @@ def cmd_demo(args):
 
 
 def cmd_eval(args):
+    from . import load
     from .evaluation import evaluate
-    from .evaluation.batch_infer import resolve_model
     from .evaluation.report import markdown
 
     report = evaluate(
-        resolve_model(args.model), args.manifests, fields=args.fields.split(",") if args.fields is not None else None,
+        load(args.model), args.manifests, fields=args.fields.split(",") if args.fields is not None else None,
         batch_size=args.batch_size, baselines=("majority",) if args.no_cascade else ("cascade", "majority"),
         out_dir=args.out, limit=args.limit, model_name=args.model,
     )
@@ -111,13 +111,14 @@ def cmd_eval(args):
 
 
 def cmd_infer(args):
-    from .evaluation.batch_infer import collect_inputs, infer_clips, resolve_model, split_model_argument
+    from . import load
+    from .inference import collect_inputs, infer_clips, split_model_argument
 
     name, audio = split_model_argument(args.inputs)
     if args.out and (Path(args.out).is_dir() or not Path(args.out).absolute().parent.is_dir()):
         raise ConfigError(f"--out {args.out}: not a file in an existing folder")  # before the model loads
     clips = collect_inputs(audio)
-    model = resolve_model(name)
+    model = load(name)  # None: the default model
     lines = infer_clips(model, clips, fields=args.fields.split(",") if args.fields is not None else None,
                         instruction=args.instruction, transcribe=args.transcribe,
                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)  # bad options fail here

@@ -18,11 +18,9 @@ import json
 import re
 from dataclasses import dataclass
 
-
 from speechllm.errors import ConfigError, InputError
 
 SEPARATORS = (", ", ": ")
-DEFAULT_INSTRUCTION = "Give me the following information about the audio"
 KINDS = ("label", "text", "bool")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")  # keeps `[A, B]` instructions and JSON keys unambiguous
 
@@ -184,13 +182,6 @@ SPEECHLLM_SCHEMA = MetadataSchema((
     Field("Accent", "label", ("Africa", "America", "Celtic", "Europe", "Oceania", "South-Asia", "South-East-Asia")),
     Field("Emotion", "label", ("Happy", "Sad", "Anger", "Neutral", "Frustrated")),
 ))
-
-
-def instruction_for(names=None, schema: MetadataSchema = SPEECHLLM_SCHEMA) -> str:
-    """The instruction asking for `names` (all fields when None), e.g.
-    "Give me the following information about the audio [SpeechActivity, Transcript, Gender]".
-    Training and inference both call this, so the prompt is the same bytes in both."""
-    return f"{DEFAULT_INSTRUCTION} [{', '.join(schema.subset(names).names)}]"
 
 
 def normalize_label(name: str, raw, schema: MetadataSchema = SPEECHLLM_SCHEMA):

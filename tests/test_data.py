@@ -8,11 +8,13 @@ import pytest
 import soundfile as sf
 
 from speechllm.audio import load_conversation_audio
-from speechllm.data.manifest import load_hf_dataset, read_manifest
+from speechllm.data.hf_datasets import load_hf_dataset
+from speechllm.data.manifest import read_manifest
 from speechllm.data.mixing import DataConfig, MixedDataset, Source, length_buckets
-from speechllm.data.tasks import TASKS, build_example, instructions, prompt_message
+from speechllm.data.tasks import TASKS, build_example
 from speechllm.errors import ConfigError, DataError
-from speechllm.metadata import SPEECHLLM_SCHEMA, instruction_for, serialize
+from speechllm.metadata import SPEECHLLM_SCHEMA, serialize
+from speechllm.prompting import instruction_for, instructions
 from speechllm.models.processing import IGNORE_INDEX
 
 RATE = 16000
@@ -197,18 +199,6 @@ def test_each_task_builds_a_conversation_the_processor_trains_on(tmp_path, clips
         assert user[0]["text"].strip() in instructions("asr") and user[1]["type"] == "audio"
 
 
-def test_prompt_layout_puts_audio_after_the_instruction():
-    message = prompt_message("Transcribe the audio.", "a.wav")
-    assert [p["type"] for p in message["content"]] == ["text", "audio"]
-
-
-def test_instruction_pools_come_from_resource_files():
-    for task in ("asr", "summarization", "continuation", "spoken_qa"):
-        pool = instructions(task)
-        assert len(pool) >= 8 and len(set(pool)) == len(pool)
-    assert len(instructions("asr")) >= 20
-
-
 def test_conversation_with_two_clips_has_no_single_transcript(tmp_path, clips, tiny):
     record = read_manifest(manifest(tmp_path / "m.jsonl", [{"audio": "clips/a.wav", "transcript": "hi",
         "conversation": [{"role": "user", "content": [{"type": "audio"}, {"type": "audio", "audio": "clips/c.wav"}]},
@@ -272,6 +262,21 @@ def test_data_config_reads_sources_and_reports_skipped_rows(tmp_path, clips):
     with pytest.raises(ConfigError, match="not options of its task"):
         MixedDataset(DataConfig.from_dict({"sources": [{"manifest": str(path), "task": "metadata",
                                                         "options": {"subset_pro": 0.5}, "on_bad_row": "skip"}]}))
+
+
+def test_a_record_is_checked_for_its_task_once_and_again_for_another(tmp_path, clips, monkeypatch):
+    from speechllm.data import tasks
+
+    checks = []
+    original = tasks.missing_for
+    monkeypatch.setattr(tasks, "missing_for", lambda *args: checks.append(args[0]) or original(*args))
+    path = manifest(tmp_path / "m.jsonl", [GOOD, {**GOOD, "id": "two"}])
+    dataset = MixedDataset(DataConfig.from_dict({"sources": [{"manifest": str(path), "task": "asr"}]}), 8)
+    assert [dataset[i].task for i in range(8)] == ["asr"] * 8
+    assert checks == ["asr", "asr"]  # by the manifest reader; the mixer and the example builder trust it
+    with pytest.raises(DataError, match=r"m.jsonl:1: task 'metadata' needs a transcript or labels"):
+        build_example(dataset.sources[0].records[0], "metadata", random.Random(0),
+                      SPEECHLLM_SCHEMA.subset(["Gender"]))
 
 
 def test_length_buckets_group_similar_lengths_deterministically():

@@ -16,11 +16,11 @@ from speechllm.metadata import (
     SPEECHLLM_SCHEMA,
     Field,
     MetadataSchema,
-    instruction_for,
     normalize_label,
     parse,
     serialize,
 )
+from speechllm.prompting import instruction_for
 
 # The default schema with the transcript capped, so an untrained model is bound to finish its answer.
 SCHEMA = MetadataSchema.from_config({"fields": [
@@ -143,14 +143,6 @@ def test_normalize_label_maps_spelling_variants():
     assert normalize_label("SpeechActivity", "True") is True and normalize_label("SpeechActivity", "no") is False
     with pytest.raises(ConfigError):
         normalize_label("Transcript", "hi")
-
-
-def test_instruction_names_the_fields_in_order():
-    assert instruction_for(["SpeechActivity", "Transcript", "Gender"]) == (
-        "Give me the following information about the audio [SpeechActivity, Transcript, Gender]")
-    assert instruction_for().endswith("[SpeechActivity, Transcript, Gender, Age, Accent, Emotion]")
-    with pytest.raises(ConfigError, match="Gender"):
-        instruction_for(["Gendre"])
 
 
 def test_schema_extends_by_config_and_round_trips():

@@ -8,15 +8,14 @@ from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsP
 
 from speechllm.errors import ConfigError, DataError
 from speechllm.testing import tiny_llm_config, tiny_tokenizer
-from speechllm.training.targets import (
+from speechllm.data.target_runs import merge_shards, shard_path
+from speechllm.data.targets import (
     FAMILIES,
     build_prompt,
     generate_targets,
     greedy_generate,
     load_templates,
-    merge_shards,
     pick_templates,
-    shard_path,
 )
 
 TRANSCRIPTS = [

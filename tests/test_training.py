@@ -141,7 +141,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(toy, tmp_pat
 
 
 def test_distillation_loss_is_zero_when_the_student_reads_the_transcript_embeddings():
-    from speechllm.data.tasks import TrainingExample, prompt_message
+    from speechllm.data.tasks import TrainingExample
+    from speechllm.prompting import prompt_message
     from speechllm.testing import tiny_model
     from speechllm.training.batches import collate_examples
     from speechllm.training.losses import LossConfig

@@ -35,19 +35,17 @@ their headers read, segments lie inside their files) and reports each bad row as
 
 from __future__ import annotations
 
-import io
-import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal
-
-import soundfile as sf
+from typing import Any, Iterable, Iterator, Literal
 
 from ..audio import SAMPLE_RATE, AudioInput, load_audio, load_audio_segment
-from ..errors import DataError, SpeechLLMError
+from ..errors import DataError
 from ..metadata import SPEECHLLM_SCHEMA, MetadataSchema, normalize_label
+from ..prompting import TRANSCRIPT_FIELD
+from ..records import BadRow, header_seconds, read_jsonl, row_segment
+from .tasks import checked_task
 
 OnBadRow = Literal["error", "skip"]
 
@@ -75,6 +73,8 @@ class Record:
     conversation: list | None = None
     task: str | None = None
     seconds: float | None = None
+    # (task, schema) this record was found fit for (`tasks.checked_task`), so the check runs once per record.
+    checked_for: tuple | None = field(default=None, repr=False, compare=False)
 
     def audio_source(self) -> AudioInput:
         """What an audio content part carries: the path or dict itself, so the processor decodes it; a segment
@@ -114,28 +114,10 @@ class ManifestData:
         return self.records[index]
 
 
-TRANSCRIPT_FIELD = "Transcript"  # the schema field that the `transcript` key fills
-
-
 def label_keys(schema: MetadataSchema) -> dict[str, str]:
     """Manifest key -> schema field, for every field but the transcript: "SpeechActivity" -> "speech_activity"."""
     return {re.sub(r"(?<!^)(?=[A-Z])", "_", f.name).replace("-", "_").lower(): f.name
             for f in schema.fields if f.name != TRANSCRIPT_FIELD}
-
-
-class BadRow(Exception):
-    """The reason one row is unusable; callers add where the row is."""
-
-
-def parse_json_line(line: bytes | str) -> Any:
-    """One manifest line (read in binary, so one undecodable line spoils only itself) -> its JSON value;
-    BadRow when it is not JSON or not UTF-8 text."""
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as e:
-        raise BadRow(f"invalid JSON ({e.msg} at column {e.colno})") from None
-    except UnicodeDecodeError as e:
-        raise BadRow(f"not UTF-8 text (byte {e.start} of the line); save the manifest as UTF-8") from None
 
 
 def read_manifest(
@@ -156,22 +138,16 @@ def read_manifest(
     accepted and dropped (documentation columns such as `speaker`).
     """
     path = Path(path)
-    schema = schema or SPEECHLLM_SCHEMA
-    if not path.is_file():
-        raise DataError(f"manifest {path} not found")
-    parser = RowParser(schema, path.parent, check_audio, task, ignore_keys)
+    lines = read_jsonl(path)  # DataError here when the file is missing
+    parser = RowParser(schema or SPEECHLLM_SCHEMA, path.parent, check_audio, task, ignore_keys)
     data = ManifestData(str(path), [])
-    with path.open("rb") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = parse_json_line(line)
-                data.records.append(parser.parse(row, f"{path.stem}:{number}", f"{path}:{number}"))
-            except BadRow as e:
-                if on_bad_row == "error":
-                    raise DataError(f"{path}:{number}: {e} (on_bad_row='skip' leaves bad rows out)") from None
-                data.skipped.append((number, str(e)))
+    for line in lines:
+        try:
+            data.records.append(parser.parse(line.row(), f"{path.stem}:{line.number}", line.where))
+        except BadRow as e:
+            if on_bad_row == "error":
+                raise DataError(f"{e.at(line.where)} (on_bad_row='skip' leaves bad rows out)") from None
+            data.skipped.append((line.number, e.reason))
     return data
 
 
@@ -187,9 +163,7 @@ class RowParser:
         self.seen_ids: set[str] = set()
         self._lengths: dict[str, float] = {}  # path -> seconds: many segments share one long file
 
-    def parse(self, row: Any, default_id: str, origin: str) -> Record:
-        if not isinstance(row, dict):
-            raise BadRow(f"a row must be a JSON object, got {type(row).__name__}")
+    def parse(self, row: dict, default_id: str, origin: str) -> Record:
         unknown = sorted(set(row) - self.keys - self.ignore)
         if unknown:
             raise BadRow(f"unknown key(s) {unknown}; valid keys are {sorted(self.keys)}")
@@ -308,14 +282,10 @@ class RowParser:
         return out
 
     def _check_task(self, record: Record) -> None:
-        from .tasks import missing_for, task_for  # tasks imports this module
-
         try:
-            problem = missing_for(task_for(record, self.task), record, self.schema)
+            checked_task(record, self.task, self.schema)
         except DataError as e:
-            problem = str(e)
-        if problem:
-            raise BadRow(problem)
+            raise BadRow(str(e)) from None
 
 
 def _text(row: dict, key: str) -> str | None:
@@ -329,32 +299,6 @@ def _text(row: dict, key: str) -> str | None:
     return value
 
 
-def row_segment(row: dict) -> tuple[float, float | None]:
-    offset, duration = row.get("offset_s", 0.0), row.get("duration_s")
-    for key, value in (("offset_s", offset), ("duration_s", duration)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
-            raise BadRow(f"{key} must be a number of seconds, got {value!r}")
-    if offset < 0 or (duration is not None and duration <= 0):
-        raise BadRow(f"need offset_s >= 0 and duration_s > 0, got offset_s={offset}, duration_s={duration}")
-    return float(offset), None if duration is None else float(duration)
-
-
-def header_seconds(audio: str | dict, where: str = "audio") -> float:
-    """A clip's length in seconds from its header (cheap: nothing is decoded); BadRow when unreadable."""
-    key = audio if isinstance(audio, str) else None
-    if key is not None and not Path(key).is_file():
-        raise BadRow(f"{where}: audio file {key} not found")
-    try:
-        info = sf.info(key if key is not None else io.BytesIO(audio["bytes"]))
-    except (sf.SoundFileError, RuntimeError, OSError) as e:
-        reason = getattr(e, "error_string", None) or str(e)
-        raise BadRow(f"{where}: cannot read the audio header of {key or '<bytes>'} ({reason})") from None
-    if info.frames <= 0:
-        raise BadRow(f"{where}: audio {key or '<bytes>'} is empty")
-    return info.frames / info.samplerate
-
-
 def audio_seconds(record: Record) -> float:
     """How long the clip the model hears is: `record.seconds`, or from the header (then stored)."""
     if record.seconds is None:
@@ -364,115 +308,3 @@ def audio_seconds(record: Record) -> float:
             raise DataError(f"{record.origin}: {e}") from None
         record.seconds = record.duration_s or max(total - record.offset_s, 0.0)
     return record.seconds
-
-
-# -- Hugging Face datasets ------------------------------------------------------------------------------------
-
-
-@dataclass
-class RecordStream:
-    """Records of a dataset, validated as they come; `skipped` fills as bad rows go by (afresh each pass)."""
-
-    rows: Any  # a datasets Dataset or IterableDataset
-    rename: Callable[[dict], dict]
-    parser: RowParser
-    name: str
-    on_bad_row: OnBadRow
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-
-    def __iter__(self) -> Iterator[Record]:
-        self.skipped.clear()
-        self.parser.seen_ids.clear()
-        for index, row in enumerate(self.rows):
-            try:
-                yield self.parser.parse(self.rename(row), f"{Path(self.name).stem}:{index}", f"{self.name}[{index}]")
-            except BadRow as e:
-                if self.on_bad_row == "error":
-                    raise DataError(f"{self.name}[{index}]: {e} (on_bad_row='skip' leaves bad rows out)") from None
-                self.skipped.append((index, str(e)))
-
-
-def load_hf_dataset(
-    path_or_dir: str | Path,
-    split: str | None = None,
-    streaming: bool = False,
-    column_map: dict[str, str] | None = None,
-    *,
-    schema: MetadataSchema | None = None,
-    on_bad_row: OnBadRow = "error",
-    check_audio: bool = True,
-    task: str | None = None,
-) -> ManifestData | RecordStream:
-    """Records from a Hugging Face dataset on local disk: a json/jsonl/csv/parquet file, a folder of them, or a
-    folder written by `save_to_disk`.
-
-    `column_map` renames dataset columns to manifest keys ({"sentence": "transcript", "path": "audio"});
-    columns that are not manifest keys after renaming are ignored. The audio column holds paths (relative to
-    the data's folder) or `Audio` values, read undecoded ({"path", "bytes"}) and decoded later by
-    `speechllm.audio.load_audio`. Rows are validated like manifest rows; `skipped` holds (0-based row, reason).
-    Returns ManifestData, or with `streaming=True` a RecordStream that reads rows lazily.
-    """
-    import datasets
-
-    path = Path(path_or_dir)
-    if not path.exists():
-        raise DataError(f"dataset {path} not found")
-    try:
-        if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
-            data = datasets.load_from_disk(str(path))
-            if isinstance(data, datasets.DatasetDict):
-                data = _pick_split(data, split, path)
-            if streaming:
-                data = data.to_iterable_dataset()
-        else:
-            files = str(path) if path.is_dir() else None
-            builder = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
-            if path.is_file() and builder is None:
-                raise DataError(f"{path}: unknown data file type; use .json, .jsonl, .csv or .parquet")
-            data = (datasets.load_dataset(files, split=split, streaming=streaming) if files else
-                    datasets.load_dataset(builder, data_files=str(path), split=split or "train", streaming=streaming))
-            if isinstance(data, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-                data = _pick_split(data, split, path)
-    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetGenerationError) as e:
-        if isinstance(e, SpeechLLMError):
-            raise
-        raise DataError(f"{path}: cannot load as a dataset ({e})") from None
-    schema = schema or SPEECHLLM_SCHEMA
-    data = _undecoded(data)
-    parser = RowParser(schema, path if path.is_dir() else path.parent, check_audio, task)
-    rename = _renamer(data, column_map or {}, set(BASE_KEYS) | set(label_keys(schema)), path)
-    stream = RecordStream(data, rename, parser, str(path), on_bad_row)
-    if streaming:
-        return stream
-    return ManifestData(str(path), list(stream), stream.skipped)
-
-
-def _pick_split(data, split: str | None, path: Path):
-    if split is None and len(data) == 1:
-        return next(iter(data.values()))
-    if split not in data:
-        raise DataError(f"{path}: choose a split with split=...; it has {sorted(data)}")
-    return data[split]
-
-
-def _undecoded(data):
-    """The dataset with Audio columns left undecoded ({"path", "bytes"}): datasets' decoding needs torchcodec."""
-    import datasets
-
-    for name, feature in (data.features or {}).items():
-        if isinstance(feature, datasets.Audio) and feature.decode:
-            data = data.cast_column(name, datasets.Audio(decode=False))
-    return data
-
-
-def _renamer(data, column_map: dict[str, str], keys: set[str], path: Path) -> Callable[[dict], dict]:
-    """Rows with columns renamed by `column_map`, keeping only manifest keys (corpora carry many other columns)."""
-    columns = data.column_names
-    if columns is not None:  # unknown for some streamed sources until rows arrive
-        missing = sorted(set(column_map) - set(columns))
-        if missing:
-            raise DataError(f"{path}: column_map names column(s) {missing} that the dataset lacks; it has {columns}")
-        if "audio" not in {column_map.get(c, c) for c in columns}:
-            raise DataError(f"{path}: no 'audio' column; map one with column_map={{'<column>': 'audio'}}; "
-                            f"it has {columns}")
-    return lambda row: {column_map.get(k, k): v for k, v in row.items() if column_map.get(k, k) in keys}

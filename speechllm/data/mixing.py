@@ -30,8 +30,10 @@ import torch
 from ..config import from_dict
 from ..errors import ConfigError, DataError
 from ..metadata import SPEECHLLM_SCHEMA, MetadataSchema
-from .manifest import BadRow, Record, audio_seconds, header_seconds, load_hf_dataset, read_manifest
-from .tasks import TASKS, TrainingExample, build_example, missing_for, task_for
+from .hf_datasets import load_hf_dataset
+from .manifest import Record, audio_seconds, read_manifest
+from ..records import BadRow, header_seconds
+from .tasks import TASKS, TrainingExample, build_example, checked_task, task_for
 
 
 @dataclass
@@ -130,15 +132,11 @@ class MixedDataset(torch.utils.data.Dataset):
         if not source.weight > 0:
             raise ConfigError(f"data source {source.name}: weight must be > 0, got {source.weight}")
         tasks = set()
-        for record in source.records:
+        for record in source.records:  # records read from a manifest were checked there: this finds them fit
             try:
-                name = task_for(record, source.task)
+                tasks.add(checked_task(record, source.task, self.schema))
             except DataError as e:
                 raise DataError(f"{record.origin}: {e}") from None
-            problem = missing_for(name, record, self.schema)
-            if problem:
-                raise DataError(f"{record.origin}: {problem}")
-            tasks.add(name)
         # An option must mean something to some task of the source; each task gets the ones it takes.
         known = set().union(*(TASKS[t].options for t in tasks))
         unknown = sorted(set(source.options) - known)

@@ -1,37 +1,25 @@
 """Task templates: a Record -> a TrainingExample (a conversation that ends with the answer to train on).
 
 Each task is one function registered with `@register_task(name, needs=...)`; adding a task touches this file
-only. Instructions are drawn from paraphrase pools in `speechllm/resources/instructions/<task>.txt` (one per
-line, `#` starts a comment); the first line of a pool is the plain instruction inference should use.
-Metadata instructions come from `metadata.instruction_for`, the same text inference sends.
-
-Every user turn is built by `prompt_message`: the instruction text first, then the audio (AUDIO_POSITION).
-Inference builds its prompt with the same function, so training and inference see the same layout; in the
-text-only teacher of distillation the transcript stands where the audio was ("Summarize ...\n<transcript>").
+only. Prompts come from `speechllm.prompting`, as inference's do: instructions drawn from the task's paraphrase
+pool (`instructions`), the metadata instruction (`instruction_for`), and every user turn laid out by
+`prompt_message` (the instruction text first, then the audio), so training and inference see the same layout;
+in the text-only teacher of distillation the transcript stands where the audio was ("Summarize ...\n<transcript>").
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import random
 from dataclasses import dataclass
-from importlib import resources
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..audio import AudioInput
 from ..errors import ConfigError, DataError, InputError
-from ..metadata import SPEECHLLM_SCHEMA, MetadataSchema, instruction_for, serialize
-from .manifest import Record
+from ..metadata import SPEECHLLM_SCHEMA, MetadataSchema, serialize
+from ..prompting import instruction_for, instructions, prompt_message
 
-AUDIO_POSITION = "after_instruction"  # the user turn is [instruction text + "\n", audio, audio, ...]
-
-
-def prompt_message(instruction: str, audio: AudioInput | list[AudioInput]) -> dict:
-    """The user turn asking `instruction` about one clip or several, laid out as AUDIO_POSITION says."""
-    clips = audio if isinstance(audio, list) else [audio]
-    return {"role": "user", "content": [{"type": "text", "text": instruction + "\n"},
-                                        *({"type": "audio", "audio": clip} for clip in clips)]}
+if TYPE_CHECKING:  # records are made by `manifest`, which checks them with `checked_task` from here
+    from .manifest import Record
 
 
 @dataclass
@@ -82,16 +70,6 @@ def _has(*attributes: str) -> Callable[[Record, MetadataSchema], str | None]:
     return needs
 
 
-@functools.cache
-def instructions(task: str) -> tuple[str, ...]:
-    """The paraphrase pool of `task`, from speechllm/resources/instructions/<task>.txt."""
-    file = resources.files("speechllm").joinpath("resources", "instructions", f"{task}.txt")
-    if not file.is_file():
-        raise ConfigError(f"no instruction pool for task {task!r} (speechllm/resources/instructions/{task}.txt)")
-    lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
-    return tuple(line for line in lines if line and not line.startswith("#"))
-
-
 def task_for(record: Record, default: str | None = None) -> str:
     """The task a record serves: its own `task`, else `default`, else what its keys suggest."""
     name = record.task or default
@@ -112,14 +90,27 @@ def missing_for(task: str, record: Record, schema: MetadataSchema = SPEECHLLM_SC
     return f"task {task!r} {problem}" if problem else None
 
 
+def checked_task(record: Record, default: str | None = None, schema: MetadataSchema = SPEECHLLM_SCHEMA) -> str:
+    """The task `record` serves (`task_for`), once the record is found to have what that task needs; DataError
+    with the reason otherwise. The finding is kept on the record, so the manifest reader's check is the only one
+    unless the record is later asked for another task or schema."""
+    name = task_for(record, default)
+    if record.checked_for != (name, schema):
+        problem = missing_for(name, record, schema)
+        if problem:
+            raise DataError(problem)
+        record.checked_for = (name, schema)
+    return name
+
+
 def build_example(record: Record, task: str | None, rng: random.Random,
                   schema: MetadataSchema = SPEECHLLM_SCHEMA, **options) -> TrainingExample:
     """The TrainingExample of `record` for `task` (None: `task_for` decides); `rng` draws paraphrases and
-    metadata subsets, so the same rng state gives the same example."""
-    name = task_for(record, task)
-    problem = missing_for(name, record, schema)
-    if problem:
-        raise DataError(f"{record.origin}: {problem}")
+    metadata subsets, so the same rng state gives the same example. DataError when the record cannot serve it."""
+    try:
+        name = checked_task(record, task, schema)
+    except DataError as e:
+        raise DataError(f"{record.origin}: {e}") from None
     unknown = sorted(set(options) - TASKS[name].options)
     if unknown:
         raise ConfigError(f"task {name!r} takes no option(s) {unknown}; it takes {sorted(TASKS[name].options)}")

@@ -1,11 +1,11 @@
-"""Evaluation: real batched decoding scored against references and baselines, reports, and batch inference.
+"""Evaluation: real batched decoding scored against references and baselines, and reports.
 
     from speechllm.evaluation import evaluate
     report = evaluate(speechllm.load("my-model"), "dev.jsonl", out_dir="runs/eval")
 
 Modules: `runner` (evaluate), `data` (tolerant evaluation manifests), `labels` (raw corpus labels -> schema
 labels), `metrics` (corpus WER, accuracy, macro-F1, confusion, majority class), `cascade` (faster-whisper
-baseline), `report` (report.json / report.md / PNGs), `batch_infer` (what `speechllm infer` runs).
+baseline), `report` (report.json / report.md / PNGs). What `speechllm infer` runs is `speechllm.inference.batch`.
 """
 
 from .labels import RAW_LABELS, map_label

@@ -15,9 +15,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speechllm.data.manifest import BadRow, Record, RowParser, label_keys, parse_json_line
-from speechllm.errors import DataError
+from speechllm.data.manifest import Record, RowParser, label_keys
 from speechllm.metadata import MetadataSchema
+from speechllm.records import BadRow, JsonLine, read_jsonl
 
 from .labels import map_label
 
@@ -51,30 +51,24 @@ def read_eval_manifests(paths, schema: MetadataSchema, limit: int | None = None)
     missing; bad rows are listed in `EvalData.skipped[path]` as {"line", "reason"}."""
     data = EvalData()
     for path in [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]:
-        if not path.is_file():
-            raise DataError(f"manifest {path} not found")
+        lines = read_jsonl(path)  # DataError when the file is missing
         parser = RowParser(schema, path.parent, check_audio=True, task=None)
         skipped, kept = data.skipped.setdefault(str(path), []), 0
-        with path.open("rb") as lines:  # one line that is not UTF-8 is a bad row, not the end of the run
-            for number, line in enumerate(lines, 1):
-                if limit is not None and kept >= limit:
-                    break
-                if not line.strip():
-                    continue
-                try:
-                    group, record = _parse(line, parser, schema, data.unmapped, path, number)
-                except BadRow as e:
-                    skipped.append({"line": number, "reason": str(e)})
-                    continue
-                data.groups.setdefault(group, []).append(record)
-                kept += 1
+        for line in lines:
+            if limit is not None and kept >= limit:
+                break
+            try:
+                group, record = _parse(line, parser, schema, data.unmapped)
+            except BadRow as e:
+                skipped.append({"line": line.number, "reason": e.reason})
+                continue
+            data.groups.setdefault(group, []).append(record)
+            kept += 1
     return data
 
 
-def _parse(line: bytes, parser: RowParser, schema: MetadataSchema, unmapped, path: Path, number: int):
-    row = parse_json_line(line)
-    if not isinstance(row, dict):
-        raise BadRow(f"a row must be a JSON object, got {type(row).__name__}")
+def _parse(line: JsonLine, parser: RowParser, schema: MetadataSchema, unmapped):
+    row, path = line.row(), line.path
     group = row.get("dataset") if isinstance(row.get("dataset"), str) and row["dataset"].strip() else None
     kept = {k: row[k] for k in _SCORED_KEYS if row.get(k) is not None}
     for key, name in label_keys(schema).items():
@@ -86,4 +80,4 @@ def _parse(line: bytes, parser: RowParser, schema: MetadataSchema, unmapped, pat
             unmapped[name][str(raw)] += 1
         else:
             kept[key] = value
-    return group or dataset_name(path), parser.parse(kept, f"{path.stem}:{number}", f"{path}:{number}")
+    return group or dataset_name(path), parser.parse(kept, f"{path.stem}:{line.number}", line.where)

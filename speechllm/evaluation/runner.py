@@ -21,13 +21,13 @@ from speechllm.audio import load_audio
 from speechllm.errors import AudioError, ConfigError
 from speechllm.inference import check_positive
 from speechllm.metadata import MetadataSchema
+from speechllm.prompting import SPEECH_FIELD, TRANSCRIPT_FIELD
 
 from . import cascade as cascade_asr
 from .data import EvalData, read_eval_manifests
 from .metrics import classification, corpus_wer, majority_label
 from .report import write_report
 
-TRANSCRIPT = "Transcript"
 BASELINES = ("cascade", "majority")
 
 
@@ -55,7 +55,7 @@ def evaluate(model, manifest, *, fields: Sequence[str] | None = None, batch_size
         raise ConfigError(f"no usable rows in {manifest}: {json.dumps(data.skipped)[:500]}")
     names = choose_fields(data, schema, fields)
     asr = None
-    if "cascade" in baselines and TRANSCRIPT in names:
+    if "cascade" in baselines and TRANSCRIPT_FIELD in names:
         reason = cascade_asr.unavailable_reason()
         asr = reason or cascade_asr.CascadeASR()
     predictions = []
@@ -143,10 +143,10 @@ def summarize(predictions: list[dict], names: list[str], schema: MetadataSchema)
     validity, real-time factor (processing seconds / audio seconds) and clips per second."""
     done = [p for p in predictions if not p.get("audio_error")]
     out = {"clips": len(predictions), "failed": len(predictions) - len(done)}
-    if TRANSCRIPT in names:
+    if TRANSCRIPT_FIELD in names:
         wer_rows = [p for p in done if _has_wer_reference(p)]
-        out["wer"] = corpus_wer([p["reference"][TRANSCRIPT] for p in wer_rows],
-                                [p["prediction"].get(TRANSCRIPT, "") for p in wer_rows])
+        out["wer"] = corpus_wer([p["reference"][TRANSCRIPT_FIELD] for p in wer_rows],
+                                [p["prediction"].get(TRANSCRIPT_FIELD, "") for p in wer_rows])
     out["attributes"] = {}
     for name in names:
         if schema.field(name).kind == "text":
@@ -164,12 +164,12 @@ def summarize(predictions: list[dict], names: list[str], schema: MetadataSchema)
 
 
 def _has_wer_reference(p: dict) -> bool:
-    return TRANSCRIPT in p["reference"] and p["reference"].get("SpeechActivity") is not False
+    return TRANSCRIPT_FIELD in p["reference"] and p["reference"].get(SPEECH_FIELD) is not False
 
 
 def _baselines(predictions, names, schema, baselines, asr, groups) -> dict:
     out = {}
-    if "cascade" in baselines and TRANSCRIPT in names:
+    if "cascade" in baselines and TRANSCRIPT_FIELD in names:
         if isinstance(asr, str):
             out["cascade"] = {"system": cascade_asr.CASCADE_NAME, "skipped": asr}
         else:
@@ -200,6 +200,6 @@ def _baselines(predictions, names, schema, baselines, asr, groups) -> dict:
 def _cascade_scores(predictions) -> dict:
     rows = [p for p in predictions if "cascade_transcript" in p]
     seconds, busy = sum(p["seconds"] for p in rows), sum(p["cascade_s"] for p in rows)
-    return {"wer": corpus_wer([p["reference"][TRANSCRIPT] for p in rows], [p["cascade_transcript"] for p in rows]),
+    return {"wer": corpus_wer([p["reference"][TRANSCRIPT_FIELD] for p in rows], [p["cascade_transcript"] for p in rows]),
             "audio_s": seconds, "processing_s": busy, "rtf": busy / seconds if seconds else None,
             "clips_per_s": len(rows) / busy if busy else None}

@@ -7,7 +7,7 @@ Modules: app (factory, serve), routes and chat (endpoints), schemas (request/res
 engine (batched generation on one model thread), limits (size, format, duration, auth, audio URLs), config.
 """
 
-from .app import create_app, resolve_model, serve
+from .app import create_app, serve
 from .config import ServerConfig
 
-__all__ = ["ServerConfig", "create_app", "resolve_model", "serve"]
+__all__ = ["ServerConfig", "create_app", "serve"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from .. import __version__
+from .. import __version__, load
 from . import chat, routes
 from .batcher import Batcher
 from .config import ServerConfig
@@ -52,13 +52,6 @@ def create_app(model, config: ServerConfig | None = None) -> FastAPI:
     return app
 
 
-def resolve_model(name_or_path: str | Path | None):
-    """A loaded model: from a saved directory (or hub id), or the package's default model when None."""
-    from ..models.loading import load
-
-    return load(name_or_path)
-
-
 def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           config: str | Path | ServerConfig | None = None, log_level: str = "info") -> None:
     """Load the model (a path, None for the default, or a model object) and serve it with uvicorn until stopped.
@@ -74,7 +67,7 @@ def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, api_key: str
         log.warning("serving on %s without an API key: anyone who can reach it can use the model", host)
     if isinstance(model, (str, Path)) and config.model_name == ServerConfig.model_name:
         config.model_name = Path(model).name or config.model_name  # what /v1/models reports
-    model = resolve_model(model) if model is None or isinstance(model, (str, Path)) else model
+    model = load(model) if model is None or isinstance(model, (str, Path)) else model
     uvicorn.run(create_app(model, config), host=host, port=port, log_level=log_level)
 
 

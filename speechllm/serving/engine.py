@@ -14,10 +14,9 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from ..data.tasks import prompt_message
-from ..inference import metadata_batch
 from ..constraint import MetadataResult
-from ..metadata import instruction_for
+from ..inference import metadata_batch
+from ..prompting import instruction_for, prompt_message
 
 
 

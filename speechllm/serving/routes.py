@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from ..audio import SAMPLE_RATE
-from ..data.tasks import instructions, prompt_message
+from ..prompting import instructions, prompt_message
 from .context import answer, authorized, clip_from_bytes, parse_fields, state
 from .engine import GenerateSettings, Job, MetaSettings
 from .errors import APIError

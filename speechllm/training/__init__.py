@@ -1,1 +1,1 @@
-"""Training: the loop, losses, self-generated targets (`speechllm.training.targets`), checkpoints."""
+"""Training: the loop, losses, checkpoints (self-generated targets are a data tool: `speechllm.data.targets`)."""

@@ -15,11 +15,11 @@ from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
-from speechllm.audio import SAMPLE_RATE, AudioInput, load_audio, load_audio_segment
-from speechllm.data.manifest import BadRow, row_segment, parse_json_line
-from speechllm.data.tasks import prompt_message
-from speechllm.errors import AudioError, ConfigError, DataError
-from speechllm.inference import check_instruction, check_positive
+from ..audio import SAMPLE_RATE, AudioInput, load_audio, load_audio_segment
+from ..errors import AudioError, ConfigError, DataError
+from ..prompting import prompt_message
+from ..records import BadRow, read_jsonl, row_segment
+from .api import check_instruction, check_positive
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -50,13 +50,6 @@ def split_model_argument(arguments: Sequence[str]) -> tuple[str | None, list[str
     return model, audio
 
 
-def resolve_model(name: str | None, merge_adapters: bool = True):
-    """`speechllm.load(name)`: a saved model, or the default model when no name is given."""
-    from speechllm.models.loading import load
-
-    return load(name, merge_adapters=merge_adapters)
-
-
 def collect_inputs(arguments: Sequence[str]) -> list[InputClip]:
     """Files as given; folders searched recursively for wav/flac/ogg/mp3 (sorted); .jsonl manifests read row by
     row (`audio` relative to the manifest, optional `offset_s`/`duration_s`). A path that does not exist
@@ -80,18 +73,15 @@ def _manifest_clips(path: Path) -> list[InputClip]:
     """One InputClip per non-blank line; a bad line (not JSON, no 'audio' path, a bad segment) becomes an
     InputClip with its error, named `manifest:line`, so the other rows still run."""
     clips = []
-    for number, line in enumerate(path.read_bytes().splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
+    for line in read_jsonl(path):
         try:
-            row = parse_json_line(line)
-            if not isinstance(row, dict) or not isinstance(row.get("audio"), str) or not row["audio"]:
+            row = line.row()
+            if not isinstance(row.get("audio"), str) or not row["audio"]:
                 raise BadRow("expected a JSON object with an 'audio' path")
             row = {k: v for k, v in row.items() if v is not None}  # null means absent
             segment = row_segment(row) if "offset_s" in row or "duration_s" in row else None
         except BadRow as e:
-            clips.append(InputClip(where, error=f"{where}: {e}"))
+            clips.append(InputClip(line.where, error=str(e.at(line.where))))
             continue
         source = str(path.parent / row["audio"])
         clips.append(InputClip(str(row.get("id") or source), source, segment))

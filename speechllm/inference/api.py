@@ -1,5 +1,5 @@
-"""Asking a model about audio: chat, transcribe, generate_meta. Batched; prompts built by the same
-code the training tasks use (`data.tasks.prompt_message`), so a model is asked exactly as it was taught.
+"""Asking a model about audio: chat, transcribe, generate_meta. Batched; prompts built by `speechllm.prompting`,
+as the training tasks build theirs, so a model is asked exactly as it was taught.
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .audio import AudioInput, load_conversation_audio
-from .data.tasks import instructions, prompt_message
-from .errors import ConfigError, InputError
-from .constraint import MetadataConstraint, MetadataResult, decode_results
-from .heads import encode_for_heads
-from .metadata import MetadataSchema, instruction_for, serialize
+from ..audio import AudioInput, load_conversation_audio
+from ..constraint import MetadataConstraint, MetadataResult, decode_results
+from ..errors import ConfigError, InputError
+from ..heads import encode_for_heads
+from ..metadata import MetadataSchema, serialize
+from ..prompting import SPEECH_FIELD, TRANSCRIPT_FIELD, instruction_for, instructions, prompt_message
 
-SPEECH_FIELD, TRANSCRIPT_FIELD = "SpeechActivity", "Transcript"
 NO_SPEECH_CERTAINTY = 0.99  # a speech-activity head's probability of "no speech" above which the transcript is emptied
 
 

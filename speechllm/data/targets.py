@@ -15,13 +15,12 @@ Out: the JSONL manifest, appended and flushed per batch, plus `<out>.meta.json` 
 Rerunning resumes: a cut-off last line is truncated, finished batches are skipped, and the output is the same,
 byte for byte, as an uninterrupted run. Generation batches are fixed blocks of `batch_size` rows, and a shard
 takes whole blocks (block b goes to shard b % n), so every batch is padded alike whatever the sharding or
-resuming, and `merge_shards` rebuilds the unsharded output exactly.
+resuming, and `target_runs.merge_shards` rebuilds the unsharded output exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import os
 import random
@@ -36,6 +35,8 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..models.processing import FALLBACK_CHAT_TEMPLATE
+from ..records import BadRow, JsonLine, read_jsonl, row_segment
+from .target_runs import auto_shard, count_done, meta_path, read_meta, recover_output, shard_path, write_meta
 
 FAMILIES = ("repeat", "paraphrase", "keywords", "intent", "sentiment", "continuation", "translation", "answer")
 SLOT = "{transcript}"
@@ -100,37 +101,6 @@ def greedy_generate(model, input_ids, attention_mask, max_new_tokens: int, stop_
 def ends_in_punctuation(text: str) -> bool:
     """True when the last character is closing punctuation (. ! ? ; : quotes, brackets, 。 and the like)."""
     return bool(text) and unicodedata.category(text[-1]) in ("Po", "Pe", "Pf")
-
-
-def shard_path(out_path, k: int, n: int) -> Path:
-    """`out.jsonl` -> `out.shard-k-of-n.jsonl` (the file shard k of n writes)."""
-    out_path = Path(out_path)
-    stem = out_path.with_suffix("") if out_path.suffix == ".jsonl" else out_path
-    return stem.with_name(f"{stem.name}.shard-{k}-of-{n}.jsonl")
-
-
-def merge_shards(out_path, n: int) -> int:
-    """Merge the n finished shard files of `out_path` into `out_path` in source order; returns the row count.
-
-    Each shard is sorted by `source_line` and all samples of one manifest row sit in one shard, so a stable
-    merge on `source_line` gives exactly the lines of an unsharded run.
-    """
-    paths = [shard_path(out_path, k, n) for k in range(n)]
-    for k, path in enumerate(paths):
-        if not path.exists() or not _read_meta(path).get("finished"):
-            raise DataError(f"{path} is missing or unfinished; run shard=({k}, {n}) to the end first")
-    files = [open(path, "rb") for path in paths]
-    try:
-        lines = heapq.merge(*files, key=lambda line: json.loads(line)["source_line"])
-        with open(out_path, "wb") as out:
-            rows = 0
-            for line in lines:
-                out.write(line)
-                rows += 1
-    finally:
-        for f in files:
-            f.close()
-    return rows
 
 
 @dataclass
@@ -207,7 +177,7 @@ def generate_targets(
         raise ConfigError(f"templates_per_record must be between 1 and {total} for these families")
     if batch_size < 1 or min_tokens > max_tokens:
         raise ConfigError("batch_size must be >= 1 and min_tokens <= max_tokens")
-    shard, device = _auto_shard(shard, device)
+    shard, device = auto_shard(shard, device)
     path = shard_path(out_path, *shard) if shard[1] > 1 else Path(out_path)
     model, tokenizer, llm_name = _load_llm(llm, dtype, device)
     stop_ids = _stop_ids(model, tokenizer)
@@ -220,17 +190,17 @@ def generate_targets(
         "min_tokens": min_tokens, "max_tokens": max_tokens, "require_final_punctuation": require_final_punctuation,
         "seed": seed, "shard": list(shard),
     }
-    meta = _read_meta(path) if resume and path.exists() else {}
+    meta = read_meta(path) if resume and path.exists() else {}
     if meta and meta.get("settings") != json.loads(json.dumps(settings)):
-        raise ConfigError(f"{path} was written with other settings ({_meta_path(path)}); pass resume=False to restart")
+        raise ConfigError(f"{path} was written with other settings ({meta_path(path)}); pass resume=False to restart")
     stats = TargetStats()
-    last = _recover_output(path) if resume else None
+    last = recover_output(path) if resume else None
     if meta.get("finished"):
         return stats
     if not resume and path.exists():
         path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_meta(path, {"settings": settings, "finished": False})
+    write_meta(path, {"settings": settings, "finished": False})
 
     with open(path, "ab") as out:
         for rows in _blocks(manifest_in, batch_size, shard):
@@ -241,7 +211,7 @@ def generate_targets(
                 if row["transcript"].strip()
                 for family, number in pick_templates(templates, index, seed, templates_per_record)
             ]
-            done = _count_done(samples, last)
+            done = count_done(samples, last)
             stats.already_done += done
             if samples and done == len(samples):
                 continue
@@ -256,7 +226,7 @@ def generate_targets(
             out.write(b"".join(lines))
             out.flush()
             os.fsync(out.fileno())
-    _write_meta(path, {"settings": settings, "finished": True})
+    write_meta(path, {"settings": settings, "finished": True})
     return stats
 
 
@@ -306,75 +276,32 @@ def _answer(samples, done, model, tokenizer, stop_ids, generate_fn, stats, max_n
 
 
 def _blocks(manifest_in, batch_size: int, shard: tuple[int, int]) -> Iterator[list[tuple[int, int, dict]]]:
-    """This shard's blocks of (row index, line number, row); block b of `batch_size` rows goes to shard b % n."""
+    """This shard's blocks of (row index, line number, row); block b of `batch_size` rows goes to shard b % n.
+    Only this shard's rows are parsed; a bad one stops the run with DataError("file:line: reason")."""
     k, n = shard
-    block, index = [], 0
-    with open(manifest_in, encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            if (index // batch_size) % n == k:
-                block.append((index, line_number, _parse_row(line, manifest_in, line_number)))
-            index += 1
-            if index % batch_size == 0 and block:
-                yield block
-                block = []
+    block = []
+    for index, line in enumerate(read_jsonl(manifest_in)):
+        if (index // batch_size) % n == k:
+            try:
+                block.append((index, line.number, _source_row(line)))
+            except BadRow as e:
+                raise DataError(str(e)) from None
+        if (index + 1) % batch_size == 0 and block:
+            yield block
+            block = []
     if block:
         yield block
 
 
-def _parse_row(line: str, manifest_in, line_number: int) -> dict:
+def _source_row(line: JsonLine) -> dict:
+    row = line.row()
+    if "audio" not in row or not isinstance(row.get("transcript"), str):
+        raise BadRow("each row needs 'audio' and a string 'transcript'", line.where)
     try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{manifest_in}:{line_number}: not valid JSON ({error})") from None
-    if not isinstance(row, dict) or "audio" not in row or not isinstance(row.get("transcript"), str):
-        raise DataError(f"{manifest_in}:{line_number}: each row needs 'audio' and a string 'transcript'")
+        row_segment(row)  # a segment the training reader would refuse is refused here, before any generation
+    except BadRow as e:
+        raise e.at(line.where) from None
     return row
-
-
-def _count_done(samples: list[_Sample], last: tuple | None) -> int:
-    """How many of this batch's samples a previous run already handled (it wrote `last` last)."""
-    if last is None or not samples or samples[0].source_line > last[0]:
-        return 0
-    if samples[-1].source_line < last[0]:
-        return len(samples)
-    for number, sample in enumerate(samples):
-        if sample.key == last:
-            return number + 1
-    raise DataError(f"the output's last row {last} does not belong to this run; pass resume=False to restart")
-
-
-def _recover_output(path: Path) -> tuple | None:
-    """Truncate a cut-off last line; return the key (source_line, family, instruction) of the last full row."""
-    if not path.exists():
-        return None
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(keep)
-    if keep == 0:
-        return None
-    try:
-        row = json.loads(data[data.rfind(b"\n", 0, keep - 1) + 1: keep])
-        return row["source_line"], row["family"], row["instruction"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise DataError(f"{path}: the last line was not written by generate_targets; pass resume=False") from None
-
-
-def _auto_shard(shard, device):
-    if shard is not None:
-        k, n = shard
-        if not 0 <= k < n:
-            raise ConfigError(f"shard must be (k, n) with 0 <= k < n, got {shard!r}")
-        return (k, n), device
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        state = PartialState()
-        return (state.process_index, state.num_processes), state.device if device == "auto" else device
-    return (0, 1), device
 
 
 def _load_llm(llm, dtype, device):
@@ -404,19 +331,3 @@ def _stop_ids(model, tokenizer) -> list[int]:
     if not ids:
         raise ConfigError("the text LLM's tokenizer has no EOS token; generations could never end")
     return ids
-
-
-def _meta_path(path: Path) -> Path:
-    return path.with_name(path.name + ".meta.json")
-
-
-def _read_meta(path: Path) -> dict:
-    meta = _meta_path(Path(path))
-    return json.loads(meta.read_text(encoding="utf-8")) if meta.exists() else {}
-
-
-def _write_meta(path: Path, meta: dict) -> None:
-    target = _meta_path(path)
-    temporary = target.with_name(target.name + ".tmp")
-    temporary.write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(temporary, target)
