@@ -1,1 +1,2 @@
-"""Training: the loop, losses, self-generated targets (`speechllm.training.targets`), checkpoints."""
+"""Training: the loop (`trainer`), its losses, datasets, checkpoints and end-of-run step (`finish`), the frozen
+encoder's feature cache, the precision a machine trains in, and self-generated targets (`targets`)."""
