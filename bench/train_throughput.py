@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from speechllm.config import from_dict  # noqa: E402
 from speechllm.data.toy import build_tone_corpus  # noqa: E402
 from speechllm.pretrained import packaged_whisper_path  # noqa: E402
-from speechllm.testing import tiny_llm_config  # noqa: E402
+from speechllm.testing import tiny_llm_config, tiny_tokenizer  # noqa: E402
 from speechllm.training.config import StageConfig, TrainConfig, load_train_config  # noqa: E402
 from speechllm.training.trainer import Trainer  # noqa: E402
 
@@ -39,13 +39,14 @@ DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "default.yaml
 def prefix_llama(tmp: Path, clips: int) -> tuple[TrainConfig, StageConfig]:
     """The prefix-Llama recipe on a tone corpus, and the stage both arms run (steps and batch set later)."""
     manifest = build_tone_corpus(tmp / "tones", clips, seconds=(3.0, 6.0))
+    tiny_tokenizer().save_pretrained(tmp / "tokenizer")
     llm = tiny_llm_config(32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=6,
                           num_attention_heads=8, num_key_value_heads=8, initializer_range=0.02)
     config = from_dict(TrainConfig, dict(
         model={"encoder": {"family": "whisper", "name_or_path": str(packaged_whisper_path("tiny.en"))},
                "connector": {"type": "stack_mlp", "options": {"stack": 4}},
                "llm": {"hf_config": llm, "train": "full"}},
-        tokenizer="tiny", data={"sources": [{"manifest": str(manifest), "task": "asr"}]}, precision="fp32",
+        tokenizer=str(tmp / "tokenizer"), data={"sources": [{"manifest": str(manifest), "task": "asr"}]}, precision="fp32",
     ))
     return config, StageConfig(trains=["connector", "llm"], lr=1e-4)
 

@@ -42,7 +42,7 @@ class TrainConfig:
     data: dict = field(default_factory=dict)  # see speechllm.data.mixing.DataConfig
     eval_data: dict | None = None
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
-    # Tokenizer for an LLM built from `hf_config`; "tiny" is speechllm.testing's tiny tokenizer.
+    # Tokenizer for an LLM built from `hf_config`: a hub id, or a folder holding a tokenizer saved with save_pretrained.
     tokenizer: str | None = None
     output_dir: str = "runs/speechllm"
     seed: int = 0
@@ -51,7 +51,7 @@ class TrainConfig:
     save_every: int = 100
     keep_checkpoints: int = 2
     eval_every: int = 0  # 0: at the end of each stage only
-    eval_batches: int = 4
+    eval_batches: int = 4  # batches of the largest stage batch size: one eval set, built once, scores every stage
     eval_samples: int = 2  # generated answers shown at each evaluation
     log_every: int = 10
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])

@@ -12,23 +12,23 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 
 def encoder_fingerprint(encoder: torch.nn.Module) -> str:
-    """A hash of the encoder's config and weights: a different or retrained encoder never hits old entries."""
+    """A hash of the encoder's config and the bytes of every weight: a different or retrained encoder never hits
+    old entries, even one whose weights differ only by a permutation (a sum of each tensor would not see it)."""
     digest = hashlib.sha1()
     for module in getattr(encoder, "primary", None), getattr(encoder, "secondary", None), encoder:
         config = getattr(getattr(module, "model", None), "config", None)
         if config is not None:
             digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
     digest.update(str(getattr(encoder, "window_samples", "")).encode())
-    with torch.no_grad():
-        for name, tensor in sorted(encoder.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(np.float64(tensor.double().sum().item()).tobytes())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # raw bytes, whatever the dtype (bf16 too)
     return digest.hexdigest()[:16]
 
 

@@ -2,16 +2,19 @@
 
 All losses are sums over answer tokens; the trainer divides by the number of answer tokens in the whole
 global batch (all processes, all accumulation steps), so a 2-process run computes the same gradient as
-one process with the same global batch.
+one process with the same global batch. `loss_sums` runs the model on one micro-batch and returns them.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
 
+from ..models import logits_at
 from ..models.processing import IGNORE_INDEX
 
 
@@ -28,6 +31,10 @@ class LossConfig:
     @property
     def distills(self) -> bool:
         return self.distill_logits > 0 or self.distill_hidden > 0
+
+    def weighted(self, sums: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training objective: each summed term times its weight."""
+        return sum(getattr(self, name) * value for name, value in sums.items())
 
 
 def answer_positions(labels: torch.Tensor) -> torch.Tensor:
@@ -70,4 +77,36 @@ def distillation_sums(
             diff = student_hidden[layer][s_mask].float() - teacher_hidden[layer][t_mask].float()
             total = total + (diff**2).mean(-1).sum()
         sums["distill_hidden"] = total
+    return sums
+
+
+def teacher_outputs(language_model, teacher: dict, hidden_states: bool):
+    """The teacher's logits (at answer positions) and hidden states: the base LLM reading the transcript in place
+    of the audio, with its LoRA adapters off and no gradients."""
+    adapters_off = getattr(language_model, "disable_adapter", contextlib.nullcontext)
+    with torch.no_grad(), adapters_off():
+        return logits_at(language_model, answer_positions(teacher["labels"]), input_ids=teacher["input_ids"],
+                         attention_mask=teacher["attention_mask"], output_hidden_states=hidden_states)
+
+
+def loss_sums(model, batch: dict, loss: LossConfig, cache=None) -> dict[str, torch.Tensor]:
+    """Summed loss terms of one micro-batch {"student": inputs with labels, "teacher": text inputs or None}.
+
+    `model` may be wrapped for data parallelism; `cache` (a FeatureCache) replaces the frozen encoder's pass.
+    Returns {"cross_entropy": ...} plus "distill_logits" / "distill_hidden" when `loss` weighs them.
+    """
+    student = dict(batch["student"])
+    labels = student.pop("labels")
+    if cache is not None and "audio_values" in student:
+        student["audio_features"] = cache.features(student.pop("audio_values"), student.pop("audio_lengths"))
+    hidden = loss.distill_hidden > 0
+    # Logits at answer positions only: the rest carry no loss.
+    out = model(**student, logits_mask=answer_positions(labels), output_hidden_states=hidden)
+    sums = {"cross_entropy": cross_entropy_sum(out.logits, labels)}
+    if loss.distills:
+        teacher = batch["teacher"]
+        t_out = teacher_outputs(extract_model_from_parallel(model).language_model, teacher, hidden)
+        sums.update(distillation_sums(
+            out.logits, t_out.logits, out.hidden_states, t_out.hidden_states, labels, teacher["labels"], loss,
+        ))
     return sums
