@@ -16,7 +16,7 @@ from speechllm.training.config import load_train_config
 from speechllm.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "configs" / "tiny.yaml"
+RECIPE = ROOT / "speechllm" / "recipes" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
