@@ -101,7 +101,8 @@ def cmd_demo(args):
     rate = 16000
     t = np.arange(rate) / rate
     clip = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    conversation = [{"role": "user", "content": [{"type": "text", "text": "Transcribe: "}, {"type": "audio", "audio": (clip, rate)}]}]
+    conversation = [{"role": "user", "content": [{"type": "text", "text": "Transcribe: "},
+                                                  {"type": "audio", "audio": (clip, rate)}]}]
     batch = model.processor([conversation])
     tokens = model.generate(**batch, max_new_tokens=16, do_sample=False)
     print("tiny random model (meaningless words, real code path):", model.processor.decode(tokens)[0])
@@ -242,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=40, help="training steps")
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--real", default=None, metavar="MANIFEST",
-                   help="a manifest of real recordings to evaluate on as well, e.g. ../shared/realspeech-dev/manifest.jsonl")
+                   help="a manifest of real recordings to evaluate on as well, "
+                        "e.g. ../shared/realspeech-dev/manifest.jsonl")
     p.add_argument("--eval-limit", type=positive_int, default=40, help="clips per evaluation manifest")
     p.set_defaults(func=cmd_quickstart)
 

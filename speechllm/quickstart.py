@@ -129,7 +129,8 @@ def side_by_side(rows) -> str:
         for group, summary in report["groups"].items():
             cells = []
             for field in fields:
-                value = summary.get(field) if field in ("wer", "json_valid") else summary.get("attributes", {}).get(field)
+                scores = summary if field in ("wer", "json_valid") else summary.get("attributes", {})
+                value = scores.get(field)
                 if isinstance(value, dict):
                     value = value.get("wer", value.get("accuracy"))
                 cells.append(f"{value:>14.3f}" if isinstance(value, (int, float)) else f"{'-':>14}")
