@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Does the package work installed from a wheel, away from this checkout? Builds the wheel, installs it with its core
 # dependencies only (no extras) into a fresh venv, and from another folder runs: quickstart --help, infer with the
-# default model on a real clip, and a short training run of a packaged recipe by name. A few minutes.
+# default model on a real clip, and a short training run of a packaged recipe by name. Mostly pip downloading
+# the dependencies: 5 minutes on a quiet machine, 28 on this project's busy 2-core one.
 #   scripts/wheel_check.sh [WORKDIR]     (default /tmp/wheeltest; a clip from ../shared/realspeech-dev, else a tone)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
