@@ -6,7 +6,7 @@ every step (how the seed projects train). Same model, same data, same machine, o
 - prefix_llama: the packaged Whisper tiny.en encoder (real weights, frozen, 30 s windows as Whisper
   requires), a stack-4 MLP connector, and a random 6-layer Llama of width 512 with a 32k vocabulary
   (TinyLlama's vocabulary size) trained in full. Data: 3-6 s tones with one-word transcripts (ASR).
-- default_recipe: the model section of configs/default.yaml, built as the trainer builds it (Whisper tiny.en
+- default_recipe: the model section of speechllm/recipes/default.yaml, built as the trainer builds it (Whisper tiny.en
   whose own decoder reads the frozen encoder by cross-attention, LoRA r16 on the decoder), trained with
   that recipe's data mix (metadata and ASR tasks) on a small espeak-ng corpus built here.
 
@@ -33,7 +33,7 @@ from speechllm.testing import tiny_llm_config, tiny_tokenizer  # noqa: E402
 from speechllm.training.config import StageConfig, TrainConfig, load_train_config  # noqa: E402
 from speechllm.training.trainer import Trainer  # noqa: E402
 
-DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "speechllm" / "recipes" / "default.yaml"
 
 
 def prefix_llama(tmp: Path, clips: int) -> tuple[TrainConfig, StageConfig]:
@@ -52,7 +52,7 @@ def prefix_llama(tmp: Path, clips: int) -> tuple[TrainConfig, StageConfig]:
 
 
 def default_recipe(tmp: Path, clips: int) -> tuple[TrainConfig, StageConfig]:
-    """configs/default.yaml with its manifests pointed at a small espeak-ng corpus, and its first stage."""
+    """The default recipe with its manifests pointed at a small espeak-ng corpus, and its first stage."""
     from speechllm.data.synth.corpus import build_corpus
 
     corpus = build_corpus(tmp / "synth", clips, workers=1, voices=["espeak:"], splits=(1.0, 0.0, 0.0), progress=False)

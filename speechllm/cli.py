@@ -1,14 +1,22 @@
-"""The `speechllm` command. It only parses arguments and calls the library."""
+"""The `speechllm` command. It only parses arguments and calls the library.
+
+Results (infer's JSON lines, eval's table) go to stdout; progress and messages go to stderr through the `speechllm`
+logger (-q: warnings only, -v: debug, and transformers' own progress bars back on).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
 
 from .errors import ConfigError, SpeechLLMError
+from .extras import require_extra
+
+log = logging.getLogger(__name__)
 
 
 def positive_int(text: str) -> int:
@@ -34,12 +42,13 @@ def port_number(text: str) -> int:
 
 
 def cmd_train(args):
+    from .recipes import recipe_path
     from .training.config import load_train_config
     from .training.trainer import train
 
-    config = load_train_config(args.recipe, args.overrides)
+    config = load_train_config(recipe_path(args.recipe), args.overrides)
     final = train(config, resume=args.resume)
-    print(f"final model: {final}")
+    log.info("final model: %s", final)
 
 
 def cmd_targets(args):
@@ -61,7 +70,7 @@ def cmd_heads(args):
     model = load(args.model, merge_adapters=False)  # saved again below: adapters stay adapters
     heads = fit_model_heads(model, args.manifests, head_features)
     model.save_pretrained(args.out, trainable_only=model.config.weights == "trainable")
-    print(f"attribute heads {heads.fields} fitted; model with heads written to {args.out}")
+    log.info("attribute heads %s fitted; model with heads written to %s", heads.fields, args.out)
 
 
 def cmd_synth(args):
@@ -70,11 +79,13 @@ def cmd_synth(args):
     voices = args.voices.split(",") if args.voices else None
     out = build_corpus(args.out_dir, args.count, seed=args.seed, workers=args.workers, voices=voices,
                        negatives_fraction=args.negatives, augment_prob=args.augment)
-    print(f"corpus: {out} (train.jsonl, dev.jsonl, test.jsonl, summary.json)")
+    log.info("corpus: %s (train.jsonl, dev.jsonl, test.jsonl, summary.json)", out)
 
 
 def cmd_quickstart(args):
     from .quickstart import quickstart
+
+    require_extra("eval", "speechllm quickstart (it evaluates both models)")  # before minutes of work, not after
 
     quickstart(args.out_dir, clips=args.clips, steps=args.steps, batch_size=args.batch_size, real=args.real,
                eval_limit=args.eval_limit)
@@ -90,13 +101,15 @@ def cmd_demo(args):
     rate = 16000
     t = np.arange(rate) / rate
     clip = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    conversation = [{"role": "user", "content": [{"type": "text", "text": "Transcribe: "}, {"type": "audio", "audio": (clip, rate)}]}]
+    conversation = [{"role": "user", "content": [{"type": "text", "text": "Transcribe: "},
+                                                  {"type": "audio", "audio": (clip, rate)}]}]
     batch = model.processor([conversation])
     tokens = model.generate(**batch, max_new_tokens=16, do_sample=False)
     print("tiny random model (meaningless words, real code path):", model.processor.decode(tokens)[0])
 
 
 def cmd_eval(args):
+    require_extra("eval", "speechllm eval")  # before the model loads
     from . import load
     from .evaluation import evaluate
     from .evaluation.report import markdown
@@ -107,7 +120,7 @@ def cmd_eval(args):
         out_dir=args.out, limit=args.limit, model_name=args.model,
     )
     print(markdown(report))
-    print(f"report written to {args.out}/report.md and report.json")
+    log.info("report written to %s/report.md and report.json", args.out)
 
 
 def cmd_infer(args):
@@ -176,12 +189,18 @@ def add_serve_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="speechllm", description=__doc__)
+    from .recipes import recipe_names
+
+    parser = argparse.ArgumentParser(prog="speechllm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="messages: warnings and errors only")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="messages: debug detail and progress bars")
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("train", help="train a model from a YAML recipe")
-    p.add_argument("recipe", help="YAML recipe, e.g. configs/tiny.yaml")
+    p.add_argument("recipe", help="YAML recipe file, or a packaged recipe's name: " + ", ".join(recipe_names()))
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stages.0.steps=10 output_dir=runs/x")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     p.set_defaults(func=cmd_train)
@@ -224,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=positive_int, default=400, help="size of the synthetic corpus")
     p.add_argument("--steps", type=positive_int, default=40, help="training steps")
     p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--real", default=None, help="a manifest of real recordings to evaluate on as well")
+    p.add_argument("--real", default=None, metavar="MANIFEST",
+                   help="a manifest of real recordings to evaluate on as well, "
+                        "e.g. ../shared/realspeech-dev/manifest.jsonl")
     p.add_argument("--eval-limit", type=positive_int, default=40, help="clips per evaluation manifest")
     p.set_defaults(func=cmd_quickstart)
 
@@ -247,14 +268,50 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
     # peft calls a transformers method that transformers 5 deprecated: noise on every command, nothing to act on.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         code = args.func(args)  # a command may return its exit code (infer: 1 when a clip failed)
     except SpeechLLMError as error:
-        print(f"speechllm: error: {error}", file=sys.stderr)
+        log.error("speechllm: error: %s", error)
         return 1
     return code or 0
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to sys.stderr as it is when a message is written, not when the handler was made (tests swap it)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+def configure_logging(level: int) -> None:
+    """Send the `speechllm` logger's messages at `level` and above to stderr, plainly (the message alone).
+
+    transformers' "Loading weights" progress bars are switched off below DEBUG: every command loads a model and
+    the bars said nothing a user acts on. Done here, in the command's own process, and not on `import speechllm`,
+    so that a program using the library keeps the transformers settings it chose."""
+    logger = logging.getLogger("speechllm")
+    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):  # main() may run twice in one process
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    from transformers.utils import logging as transformers_logging
+
+    if level > logging.DEBUG:
+        transformers_logging.disable_progress_bar()
+    else:
+        transformers_logging.enable_progress_bar()
 
 
 if __name__ == "__main__":

@@ -22,3 +22,9 @@ class InputError(SpeechLLMError, ValueError):
 
 class DataError(SpeechLLMError, ValueError):
     """A bad row in a manifest or dataset."""
+
+
+class MissingExtraError(ConfigError, ImportError):
+    """A feature whose optional packages are not installed; the message names the pip extra that brings them.
+
+    An ImportError too, so `except ImportError` and `pytest.importorskip` keep treating it as a missing module."""

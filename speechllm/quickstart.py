@@ -2,13 +2,16 @@
 
 1. The default model answers about three example clips at once (speech by two voices, and noise).
 2. A small synthetic corpus is spoken (espeak-ng and piper voices, labels true by construction).
-3. A small model is trained on it from the packaged Whisper tiny.en weights (configs/default.yaml, fewer steps),
-   and its attribute heads are fitted (heads.py).
-4. Both models are evaluated side by side on held-out synthetic clips and, when present, real recordings.
+3. A small model is trained on it from the packaged Whisper tiny.en weights (the packaged recipe `default`, fewer
+   steps), and its attribute heads are fitted (heads.py).
+4. Both models are evaluated side by side on held-out synthetic clips and on real recordings when given (`real`).
+
+Everything it says goes through the `speechllm` logger at INFO (the CLI shows it on stderr).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -17,9 +20,7 @@ import soundfile as sf
 
 from .errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "configs" / "default.yaml"
-REAL_SPEECH = ROOT.parent / "shared" / "realspeech-dev" / "manifest.jsonl"
+log = logging.getLogger(__name__)
 
 EXAMPLES = [
     ("piper:en_US-joe-medium", "The weather will be sunny tomorrow, with a light breeze from the west."),
@@ -28,7 +29,7 @@ EXAMPLES = [
 
 
 def say(message: str) -> None:
-    print(f"\n== {message}", flush=True)
+    log.info("\n== %s", message)
 
 
 def make_examples(folder: Path) -> list[Path]:
@@ -54,20 +55,27 @@ def make_examples(folder: Path) -> list[Path]:
 def answer(model, clips: list[Path]) -> None:
     for clip, result in zip(clips, model.generate_meta([str(c) for c in clips])):
         confidences = {k: round(v, 2) for k, v in result.confidences.items()}
-        print(f"{clip.name}: {result.text}\n    confidences {confidences}")
+        log.info("%s: %s\n    confidences %s", clip.name, result.text, confidences)
 
 
 def quickstart(out_dir: str | Path = "runs/quickstart", *, clips: int = 400, steps: int = 40, batch_size: int = 8,
                real: str | Path | None = None, eval_limit: int = 40) -> Path:
-    """Run the four steps above; returns the output folder (examples, corpus, model, evaluation reports)."""
+    """Run the four steps above; returns the output folder (examples, corpus, model, evaluation reports).
+
+    `real`: a manifest of real recordings to evaluate on beside the synthetic test split (None: synthetic only).
+    """
     from . import default_model, load
     from .data.synth import build_corpus
     from .evaluation import evaluate
+    from .recipes import recipe_path
     from .training.config import load_train_config
     from .training.trainer import train
 
     started = time.time()
     out = Path(out_dir)
+    real = Path(real) if real else None
+    if real is not None and not real.is_file():
+        raise ConfigError(f"--real {real}: no such manifest file")  # before minutes of work
     say("1/4 the default model answers about example clips")
     examples = make_examples(out / "examples")
     default = None
@@ -75,13 +83,13 @@ def quickstart(out_dir: str | Path = "runs/quickstart", *, clips: int = 400, ste
         default = default_model()
         answer(default, examples)
     except ConfigError as error:
-        print(f"(skipped: {error})")
+        log.warning("(skipped: %s)", error)
 
     say(f"2/4 speaking a synthetic corpus of {clips} clips")
     corpus = build_corpus(out / "corpus", clips, seed=1)
 
-    say(f"3/4 training a small model: {steps} steps of {batch_size} clips (configs/default.yaml, shortened)")
-    config = load_train_config(RECIPE, [
+    say(f"3/4 training a small model: {steps} steps of {batch_size} clips (recipe `default`, shortened)")
+    config = load_train_config(recipe_path("default"), [
         f"data.sources.0.manifest={corpus / 'train.jsonl'}", f"data.sources.1.manifest={corpus / 'train.jsonl'}",
         f"eval_data.sources.0.manifest={corpus / 'dev.jsonl'}", f"output_dir={out / 'model'}",
         f"stages.0.steps={steps}", f"stages.0.batch_size={batch_size}", f"stages.0.warmup_steps={max(steps // 10, 1)}",
@@ -95,11 +103,10 @@ def quickstart(out_dir: str | Path = "runs/quickstart", *, clips: int = 400, ste
 
     say("4/4 evaluating both models side by side")
     manifests = [corpus / "test.jsonl"]
-    real = Path(real) if real else REAL_SPEECH
-    if real.exists():
+    if real is not None:
         manifests.append(real)
     else:
-        print(f"(no real recordings at {real}; pass --real MANIFEST to add some)")
+        log.info("(synthetic clips only; pass --real MANIFEST to add real recordings)")
     rows = []
     for name, model in [("default", default), ("quickstart", trained)]:
         if model is None:
@@ -107,26 +114,29 @@ def quickstart(out_dir: str | Path = "runs/quickstart", *, clips: int = 400, ste
         report = evaluate(model, manifests, out_dir=out / "eval" / name, limit=eval_limit, model_name=name,
                           baselines=("majority",) if name == "quickstart" else ("cascade", "majority"))
         rows.append((name, report))
-    print_side_by_side(rows)
+    log.info("%s", side_by_side(rows))
     say(f"done in {(time.time() - started) / 60:.1f} min; everything is under {out}/")
-    print(f"  examples: {out / 'examples'}\n  corpus: {corpus}\n  trained model: {out / 'model' / 'final'}\n"
-          f"  reports: {out / 'eval'}/<model>/report.md (and confusion-*.png)")
+    log.info("  examples: %s\n  corpus: %s\n  trained model: %s\n  reports: %s/<model>/report.md (and "
+             "confusion-*.png)", out / "examples", corpus, out / "model" / "final", out / "eval")
     return out
 
 
-def print_side_by_side(rows) -> None:
+def side_by_side(rows) -> str:
+    """The models' scores on each dataset as a text table, with the cascade's WER on the same clips below."""
     fields = ["wer", "Gender", "Accent", "SpeechActivity", "json_valid"]
-    print(f"{'model':<12} {'dataset':<28} " + " ".join(f"{f:>14}" for f in fields))
+    lines = [f"{'model':<12} {'dataset':<28} " + " ".join(f"{f:>14}" for f in fields)]
     for name, report in rows:
         for group, summary in report["groups"].items():
             cells = []
             for field in fields:
-                value = summary.get(field) if field in ("wer", "json_valid") else summary.get("attributes", {}).get(field)
+                scores = summary if field in ("wer", "json_valid") else summary.get("attributes", {})
+                value = scores.get(field)
                 if isinstance(value, dict):
                     value = value.get("wer", value.get("accuracy"))
                 cells.append(f"{value:>14.3f}" if isinstance(value, (int, float)) else f"{'-':>14}")
-            print(f"{name:<12} {group[:28]:<28} " + " ".join(cells))
+            lines.append(f"{name:<12} {group[:28]:<28} " + " ".join(cells))
     for name, report in rows:  # the cascade's WER on the same clips, in the same run
         cascade = report.get("baselines", {}).get("cascade")
         for group, summary in (cascade or {}).get("groups", {}).items():
-            print(f"{'cascade':<12} {group[:28]:<28} {summary['wer']['wer']:>14.3f}")
+            lines.append(f"{'cascade':<12} {group[:28]:<28} {summary['wer']['wer']:>14.3f}")
+    return "\n".join(lines)

@@ -1,5 +1,5 @@
-"""Every recipe in configs/ loads, and each replica's model builds with tiny stand-in weights of the same
-structure (same encoder family, connector and LLM kind, train modes and LoRA settings; small widths)."""
+"""Every packaged recipe (speechllm/recipes/) loads, and each replica's model builds with tiny stand-in weights of
+the same structure (same encoder family, connector and LLM kind, train modes and LoRA settings; small widths)."""
 
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from speechllm.models import SpeechLLMForConditionalGeneration
 from speechllm.testing import TINY_ENCODERS, tiny_llm_config, tiny_tokenizer
 from speechllm.training.config import load_train_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "speechllm" / "recipes"
 
 
 @pytest.mark.parametrize("recipe", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)

@@ -184,11 +184,15 @@ def test_every_espeak_language_voice_applies_its_gender_variant():
     picked an MBROLA voice that ignores variants, so 'female' en-gb clips were male)."""
     from speechllm.data.synth.espeak import LANGUAGES
 
+    missing = []
     for language, _, _ in LANGUAGES:
         try:
             male, female = resolve_voices([f"espeak:{language}+m3", f"espeak:{language}+f3"])
         except ConfigError:
-            continue  # this espeak-ng build lacks the language
+            missing.append(language)  # this espeak-ng build lacks the language
+            continue
         a = synthesize(male, "hello there my friend", np.random.default_rng(0))
         b = synthesize(female, "hello there my friend", np.random.default_rng(0))
         assert a.shape != b.shape or not np.allclose(a, b), language
+    if missing:  # a pass must mean every language was checked
+        pytest.skip(f"espeak-ng lacks {len(missing)} of {len(LANGUAGES)} languages, left unchecked: {missing}")

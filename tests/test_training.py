@@ -18,7 +18,7 @@ from speechllm.training.config import load_train_config
 from speechllm.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "configs" / "tiny.yaml"
+RECIPE = ROOT / "speechllm" / "recipes" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def toy(tmp_path_factory):
     folder = tmp_path_factory.mktemp("toy")
     build_tone_corpus(folder, 240)
     build_tone_corpus(folder, 40, seed=1, name="dev")
-    tiny_tokenizer().save_pretrained(folder / "tokenizer")  # as the README's set-up of configs/tiny.yaml does
+    tiny_tokenizer().save_pretrained(folder / "tokenizer")  # as the README's set-up of the tiny recipe does
     return folder
 
 

@@ -1,4 +1,4 @@
-"""configs/default.yaml's path through training, on tiny stand-ins of its Whisper parts: cross-attention coupling,
+"""speechllm/recipes/default.yaml's path through training, on tiny stand-ins of its Whisper parts: cross-attention coupling,
 LoRA on the decoder, a frozen encoder read through the feature cache, attribute heads fitted after the last stage,
 and the adapters scaled by `adapter_scale`, in one short run."""
 
@@ -15,7 +15,7 @@ from speechllm.training.config import load_train_config
 from speechllm.training.trainer import Trainer
 from tests.test_heads import RATE, voice
 
-DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "speechllm" / "recipes" / "default.yaml"
 MALE, FEMALE = [100, 110, 120, 130, 140, 150], [200, 215, 230, 245, 260, 275]
 
 

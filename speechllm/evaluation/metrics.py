@@ -12,13 +12,14 @@ import functools
 from collections import Counter
 from typing import Sequence
 
-import jiwer
+from speechllm.extras import require_extra
 
 MISSING = "(none)"  # the prediction of a label the model's answer does not hold (an invalid, cut-off answer)
 
 
 @functools.cache
 def _normalizer():
+    require_extra("eval", "Whisper's English normaliser (WER scoring)", ("whisper_normalizer",))
     from whisper_normalizer.english import EnglishTextNormalizer
 
     return EnglishTextNormalizer()
@@ -39,6 +40,9 @@ def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
            "clips": len(scored), "empty_references": len(pairs) - len(scored)}
     if not scored:
         return out
+    require_extra("eval", "WER scoring", ("jiwer",))
+    import jiwer  # an optional extra: imported where WER is scored, so `speechllm infer` runs without it
+
     result = jiwer.process_words([r for r, _ in scored], [h for _, h in scored])
     words = result.hits + result.substitutions + result.deletions
     errors = result.substitutions + result.deletions + result.insertions

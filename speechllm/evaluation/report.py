@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from speechllm.extras import require_extra
+
 from .metrics import MISSING
 
 TABLE_COLUMNS = ["Dataset", "Clips", "WER", "Gender Acc", "Age Acc", "Accent Acc", "Emotion Acc",
@@ -122,6 +124,7 @@ def markdown(report: dict) -> str:
 def plot_confusion(scores: dict, title: str, path: Path) -> None:
     """A confusion matrix (rows: reference, columns: prediction) as a PNG, drawn with matplotlib's Agg canvas
     (no display and no global pyplot state)."""
+    require_extra("eval", "confusion-matrix plots", ("matplotlib",))
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

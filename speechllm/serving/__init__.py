@@ -7,7 +7,11 @@ Modules: app (factory, serve), routes and chat (endpoints), schemas (request/res
 engine (batched generation on one model thread), limits (size, format, duration, auth, audio URLs), config.
 """
 
-from .app import create_app, serve
-from .config import ServerConfig
+from speechllm.extras import require_extra
+
+require_extra("serve", "speechllm serve (speechllm.serving)")  # before fastapi is imported below
+
+from .app import create_app, serve  # noqa: E402
+from .config import ServerConfig  # noqa: E402
 
 __all__ = ["ServerConfig", "create_app", "serve"]

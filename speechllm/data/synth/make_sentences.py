@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import re
-import sys
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 RESOURCES = Path(__file__).resolve().parents[2] / "resources" / "sentences"
 FORTUNES = Path("/usr/share/games/fortunes")
 CATEGORIES = (
@@ -91,8 +92,9 @@ def main() -> None:
     (RESOURCES / "quotes.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     lists = names()
     (RESOURCES / "names.json").write_text(json.dumps(lists, indent=0) + "\n", encoding="utf-8")
-    print(f"{len(lines)} quotes; " + ", ".join(f"{k} {len(v)}" for k, v in lists.items()), file=sys.stderr)
+    log.info("%d quotes; %s", len(lines), ", ".join(f"{k} {len(v)}" for k, v in lists.items()))
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     main()

