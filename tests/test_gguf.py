@@ -273,3 +273,19 @@ def test_packaged_gemma_converts_loads_and_continues_text_sensibly():
     assert processor.end_of_turn_ids == sorted({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)})
     encoded = processor.encode([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
     assert tokenizer.decode(encoded.input_ids) == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_a_speechllm_spec_can_name_a_gguf_llm(converted, monkeypatch):
+    from speechllm import SpeechLLMForConditionalGeneration
+    from speechllm.testing import tiny_spec
+
+    file, folder = converted
+    monkeypatch.setenv("SPEECHLLM_CACHE", str(folder.parent))
+    monkeypatch.setattr(gguf_source, "convert_gguf", lambda *args: pytest.fail("converted again"))
+    model = SpeechLLMForConditionalGeneration.from_spec(tiny_spec(llm={"name_or_path": f"gguf:{file}"}))
+    assert model.config.model_spec.llm.name_or_path == f"gguf:{file}"  # the spec keeps the portable name
+    assert model.config.model_spec.llm.hf_config["model_type"] == "gemma3_text"
+    end = model.processor.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    assert end in model.processor.end_of_turn_ids
+    prompt = model.processor.render([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    assert prompt == "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
