@@ -18,7 +18,7 @@ from speechllm.pretrained.gguf import PACKAGED_GGUF, PackagedGGUF, gemma_notice_
 pytest.importorskip("gguf", reason="GGUF files are read and written by the gguf package: pip install speechllm[gemma]")
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", START_OF_TURN, END_OF_TURN]  # ids as in Gemma's vocabulary
-PIECES = ["\n", "\u2581"] + list("abcdefghijklmnopqrstuvwxyz") + ["\u2581a", "\u2581t", "th", "he", "\u2581th", "\u2581the"]
+PIECES = ["\n", "\u2581", *"abcdefghijklmnopqrstuvwxyz", "\u2581a", "\u2581t", "th", "he", "\u2581th", "\u2581the"]
 
 
 def write_tiny_gemma(path: Path, seed: int = 0) -> Path:
@@ -44,7 +44,8 @@ def write_tiny_gemma(path: Path, seed: int = 0) -> Path:
     writer.add_tokenizer_pre("default")
     writer.add_token_list(SPECIALS + PIECES)
     writer.add_token_scores([-1000.0] * len(SPECIALS) + [-float(i) for i in range(len(PIECES))])
-    writer.add_token_types([TokenType.CONTROL] * len(SPECIALS) + [TokenType.USER_DEFINED] + [TokenType.NORMAL] * (len(PIECES) - 1))
+    newline_is_user_defined = [TokenType.USER_DEFINED] + [TokenType.NORMAL] * (len(PIECES) - 1)  # as in Gemma's file
+    writer.add_token_types([TokenType.CONTROL] * len(SPECIALS) + newline_is_user_defined)
     writer.add_bos_token_id(2)
     writer.add_eos_token_id(1)
     writer.add_unk_token_id(3)
@@ -208,7 +209,8 @@ def test_the_gemma_template_renders_gemma_turns_prefix_stably(processor):
     pieces = processor.segments(conversation, add_generation_prompt=False)  # raises if not prefix-stable
     assert [text for text, is_answer in pieces if is_answer] == ["hello<end_of_turn>\n", "bye<end_of_turn>\n"]
     assert "".join(text for text, _ in pieces) == expected
-    assert processor.render(conversation[:2], add_generation_prompt=True).endswith("hi<end_of_turn>\n<start_of_turn>model\n")
+    prompt = processor.render(conversation[:2], add_generation_prompt=True)
+    assert prompt.endswith("hi<end_of_turn>\n<start_of_turn>model\n")
 
 
 def test_an_answer_ends_at_end_of_turn_in_training_and_in_generation(converted, processor):
@@ -227,10 +229,10 @@ def test_an_answer_ends_at_end_of_turn_in_training_and_in_generation(converted, 
                 scores[:, end] = 0
             return scores
 
-    model = AutoModelForCausalLM.from_pretrained(converted[1])
+    model, ends = AutoModelForCausalLM.from_pretrained(converted[1]), EndAtThirdToken()
     prompt = torch.tensor([processor.encode([{"role": "user", "content": "hi"}]).input_ids])
     with torch.no_grad():
-        out = model.generate(prompt, max_new_tokens=10, do_sample=False, logits_processor=LogitsProcessorList([EndAtThirdToken()]))
+        out = model.generate(prompt, max_new_tokens=10, do_sample=False, logits_processor=LogitsProcessorList([ends]))
     assert out.shape[1] == prompt.shape[1] + 3 and out[0, -1].item() == end  # the saved generation config stops there
 
 
@@ -265,10 +267,17 @@ def test_packaged_gemma_converts_loads_and_continues_text_sensibly():
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert (model.config.hidden_size, model.config.num_hidden_layers, len(tokenizer)) == (640, 18, 262144)
-    ids = tokenizer("The capital of France is", return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=8, do_sample=False)
-    assert "Paris" in tokenizer.decode(out[0, ids.input_ids.shape[1] :])
+
+    def greedy(text: str) -> str:
+        ids = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+        return tokenizer.decode(out[0, ids.input_ids.shape[1] :])
+
+    # A base model continues text: measured " the capital of the country of France. It is" and " Paris. The ...".
+    assert "France" in greedy("The capital of France is")
+    few_shot = "The capital of Germany is Berlin. The capital of Italy is Rome. The capital of France is"
+    assert greedy(few_shot).startswith(" Paris")
     processor = SpeechLLMProcessor(tokenizer, audio_token_count=lambda samples: 4)
     assert processor.end_of_turn_ids == sorted({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)})
     encoded = processor.encode([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}])

