@@ -239,6 +239,7 @@ def test_an_answer_ends_at_end_of_turn_in_training_and_in_generation(converted, 
 def test_gemma_weights_and_their_derivatives_carry_the_gemma_notice(converted, tmp_path):
     file, folder = converted
     assert GEMMA_NOTICE in (folder / GEMMA_NOTICE_FILE).read_text()
+    assert "Modified files" in (folder / GEMMA_NOTICE_FILE).read_text()  # the terms ask modified files to say so
     assert gemma_notice_files(folder) == {GEMMA_NOTICE_FILE: (folder / GEMMA_NOTICE_FILE).read_text()}
     assert GEMMA_NOTICE in gemma_notice_files(f"gguf:{file}")[GEMMA_NOTICE_FILE]
     assert GEMMA_NOTICE in gemma_notice_files("packaged:gemma-3-270m")[GEMMA_NOTICE_FILE]

@@ -28,7 +28,10 @@ GEMMA_NOTICE_TEXT = f"""# Notice
 The weights in this folder are Gemma weights or are derived from them ("Model Derivatives" in the Gemma Terms of
 Use), and their use is subject to the Gemma Prohibited Use Policy at ai.google.dev/gemma/prohibited_use_policy.
 Anyone who distributes them must pass on these terms and this notice.
+"""
 
+# Appended to the notice in a folder converted from GGUF: the terms ask modified files to say they were modified.
+GEMMA_CONVERSION_NOTE = """
 Modified files: speechllm converted the weights from a GGUF file (llama.cpp's format) into this transformers folder,
 de-quantising them to float32, and added a chat template (chat_template.jinja) and generation settings that end a
 turn at <end_of_turn>. Models trained on top of them may add further weights (adapters, connectors).

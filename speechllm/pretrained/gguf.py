@@ -27,6 +27,7 @@ import torch
 from speechllm.errors import ConfigError
 from speechllm.pretrained.gemma import (
     END_OF_TURN,
+    GEMMA_CONVERSION_NOTE,
     GEMMA_CHAT_TEMPLATE,
     GEMMA_NOTICE_FILE,
     GEMMA_NOTICE_TEXT,
@@ -172,7 +173,7 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
     _save_unquantized(model, out_dir)
     tokenizer.save_pretrained(out_dir)
     if gemma:
-        (out_dir / GEMMA_NOTICE_FILE).write_text(GEMMA_NOTICE_TEXT, encoding="utf-8")
+        (out_dir / GEMMA_NOTICE_FILE).write_text(GEMMA_NOTICE_TEXT + GEMMA_CONVERSION_NOTE, encoding="utf-8")
     return out_dir
 
 
