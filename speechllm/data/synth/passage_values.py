@@ -30,6 +30,8 @@ SHARED_POOLS = ("day", "month", "relative", "building")  # too few values, or wo
 # "Reed Street"), by a hash of its first word. Other pools are cut by the rank of each value's hash, so a small
 # pool (eleven head counts) still gives every split its share.
 NAME_POOLS = ("female", "male", "surname", "city", "street", "venue")
+# Small numbers serve several pools ("platform thirty", "thirty minutes"): one owner per number, ranked over all.
+NUMBER_POOLS = ("platform", "line", "minutes", "count")
 
 
 def _unit_hash(key: str) -> float:
@@ -52,13 +54,15 @@ def value_split(pool: str, value: str) -> str:
         return "all"
     if pool in NAME_POOLS:
         return _split_at(_unit_hash(value.split()[0]))
-    ranks = _ranks(pool)
+    ranks = _ranks("numbers" if pool in NUMBER_POOLS else pool)
     return _split_at((ranks[value] + 0.5) / len(ranks))
 
 
 @functools.cache
 def _ranks(pool: str) -> dict[str, int]:
-    ranked = sorted(value_pools()[pool], key=lambda v: _unit_hash(f"{pool}:{v}"))
+    pools = value_pools()
+    values = {v for name in NUMBER_POOLS for v in pools[name]} if pool == "numbers" else pools[pool]
+    ranked = sorted(values, key=lambda v: _unit_hash(f"{pool}:{v}"))
     return {value: rank for rank, value in enumerate(ranked)}
 
 
@@ -105,7 +109,7 @@ def value_pools() -> dict[str, tuple[str, ...]]:
         "room": [number_words(n) for n in range(100, 600)],
         "platform": [number_words(n) for n in range(1, 40)],
         "line": [number_words(n) for n in range(2, 99)],
-        "count": [number_words(n) for n in range(2, 13)],
+        "count": [number_words(n) for n in range(2, 21)],
         "crowd": [number_words(n * 100) for n in range(3, 100)],
         "minutes": [number_words(n) for n in range(5, 95, 5)],
         "price": _prices(), "time": _times(),
