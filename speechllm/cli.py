@@ -125,9 +125,11 @@ def cmd_eval_gap(args):
     from .evaluation.batch_infer import resolve_model
     from .evaluation.gap_report import markdown
     from .evaluation.modality_gap import evaluate_gap
+    from .evaluation.prompt_styles import resolve_prompt_style
 
+    style = resolve_prompt_style(args.prompt_style) if args.prompt_style else None  # a typo fails before the load
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # the progress lines
-    report = evaluate_gap(resolve_model(args.model), args.manifests, out_dir=args.out, prompt_style=args.prompt_style,
+    report = evaluate_gap(resolve_model(args.model), args.manifests, out_dir=args.out, prompt_style=style,
                           cascade=None if args.no_cascade else "auto", batch_size=args.batch_size, limit=args.limit,
                           model_name=args.model)
     print(markdown(report))
