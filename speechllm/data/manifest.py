@@ -11,7 +11,8 @@ Manifest format (JSONL, UTF-8; blank lines are ignored):
         {"role": "assistant", "content": "The second speaker is faster."}]}
 
 Keys (any other key is an error, unless passed to `read_manifest(ignore_keys=...)` or one of the descriptive
-keys `voice`, `split`, `dataset`, `speaker`, `language`, which are accepted and unused; `null` means absent):
+keys `voice`, `split`, `dataset`, `speaker`, `language` and the spoken passages' `questions`, `summary`, `kind`,
+`length`, which are accepted and unused in training; `null` means absent):
 - `audio`: path of the clip, relative to the manifest's folder or absolute. Required, except in a
   `conversation` row whose every audio part names its own file.
 - `offset_s`, `duration_s`: a segment of a longer file, in seconds (from `offset_s`, to the end when
@@ -51,7 +52,8 @@ OnBadRow = Literal["error", "skip"]
 
 BASE_KEYS = ("id", "audio", "offset_s", "duration_s", "transcript", "instruction", "response", "conversation", "task")
 # Descriptive keys that corpora carry (the synthetic corpus writes voice and split): accepted, not used.
-INFO_KEYS = ("voice", "split", "dataset", "speaker", "language")
+# Spoken passages (data.synth.passages) add their questions, summary, kind and length, which evaluation reads.
+INFO_KEYS = ("voice", "split", "dataset", "speaker", "language", "questions", "summary", "kind", "length")
 # A segment may run past the header's length by this much (durations rounded to ms in the manifest).
 SEGMENT_TOLERANCE_S = 0.02
 

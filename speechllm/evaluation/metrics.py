@@ -9,6 +9,7 @@ American spelling, contractions), so "Hello, World!" and "hello world" match.
 from __future__ import annotations
 
 import functools
+import re
 from collections import Counter
 from typing import Sequence
 
@@ -98,3 +99,49 @@ def majority_label(values: Sequence, order: Sequence | None = None):
         return None
     rank = {v: i for i, v in enumerate(order or [])}
     return min(counts, key=lambda v: (-counts[v], rank.get(v, len(rank)), label_text(v)))
+
+
+# -- free-form answers (the modality-gap evaluation) --------------------------------------------------------
+
+
+def answer_tokens(text: str) -> list[str]:
+    """Words of an answer after Whisper's normalisation, with spoken and written numbers made equal: digit groups
+    are joined ("7:45" and "seven forty-five" -> ["745"]), ordinal endings dropped ("14th" -> "14"), spelled
+    letters joined ("p m" -> "pm")."""
+    words = re.sub(r"[^a-z0-9]+", " ", normalize_text(text)).split()
+    words = [re.sub(r"^(\d+)(st|nd|rd|th)$", r"\1", w) for w in words]
+    merged: list[str] = []
+    for word in words:
+        digits = word.isdigit() and merged and merged[-1].isdigit()
+        letters = len(word) == 1 and word.isalpha() and merged and len(merged[-1]) == 1 and merged[-1].isalpha()
+        if digits or letters:
+            merged[-1] += word
+        else:
+            merged.append(word)
+    return merged
+
+
+def contains_answer(prediction: str, answer: str) -> bool:
+    """True when the normalised `answer` occurs, as whole words in order, in the normalised `prediction`
+    ("The train leaves at 7:45." contains "seven forty-five"); an empty answer is never contained."""
+    needle, haystack = answer_tokens(answer), answer_tokens(prediction)
+    return bool(needle) and any(haystack[i:i + len(needle)] == needle for i in range(len(haystack) - len(needle) + 1))
+
+
+def exact_match(a: str, b: str) -> bool:
+    """Same words after `answer_tokens` normalisation ("Room 214." == "room two hundred and fourteen")."""
+    return answer_tokens(a) == answer_tokens(b)
+
+
+@functools.cache
+def _rouge():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 (longest common subsequence of words, `rouge-score`'s tokenizer); 0.0 when either is empty."""
+    if not prediction.strip() or not reference.strip():
+        return 0.0
+    return _rouge().score(reference, prediction)["rougeL"].fmeasure

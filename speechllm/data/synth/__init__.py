@@ -2,6 +2,7 @@
 
 `build_corpus` writes wavs and train/dev/test manifests from offline voices (espeak-ng, piper-tts),
 offline sentences (quotes and a template grammar) and generated non-speech clips, with augmentation.
+`build_passages` (module `passages`) writes spoken passages with questions and summaries for spoken QA.
 """
 
 from speechllm.data.synth.augment import AugmentConfig, augment
