@@ -28,8 +28,8 @@ import torch  # noqa: E402
 
 from speechllm.audio import load_audio  # noqa: E402
 from speechllm.models import SpeechLLMForConditionalGeneration  # noqa: E402
-from speechllm.prompting import instructions, prompt_message  # noqa: E402
 from speechllm.pretrained import packaged_whisper_path  # noqa: E402
+from speechllm.prompting import instructions, prompt_message  # noqa: E402
 from speechllm.testing import tiny_llm_config, tiny_tokenizer  # noqa: E402
 
 REALSPEECH = Path(__file__).resolve().parents[2] / "shared" / "realspeech-dev"

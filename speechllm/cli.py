@@ -88,7 +88,7 @@ def cmd_passages(args):
     voices = args.voices.split(",") if args.voices else None
     out = build_passages(args.out_dir, args.count, long_count=args.long, seed=args.seed, workers=args.workers,
                          voices=voices, augment_prob=args.augment)
-    print(f"passages: {out} (train/dev/test.jsonl, *-tasks.jsonl for training, summary.json)")
+    log.info("passages: %s (train/dev/test.jsonl, *-tasks.jsonl for training, summary.json)", out)
 
 
 def cmd_quickstart(args):

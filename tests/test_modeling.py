@@ -1,7 +1,7 @@
 import copy
 
-import torch
 import pytest
+import torch
 from transformers import AutoModel
 
 import speechllm  # noqa: F401  (registers model_type "speechllm" with the Auto classes)

@@ -6,8 +6,6 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
 
-from speechllm.errors import ConfigError, DataError
-from speechllm.testing import tiny_llm_config, tiny_tokenizer
 from speechllm.data.target_runs import merge_shards, shard_path
 from speechllm.data.targets import (
     FAMILIES,
@@ -17,6 +15,8 @@ from speechllm.data.targets import (
     load_templates,
     pick_templates,
 )
+from speechllm.errors import ConfigError, DataError
+from speechllm.testing import tiny_llm_config, tiny_tokenizer
 
 TRANSCRIPTS = [
     "the quick brown fox jumps over the lazy dog",

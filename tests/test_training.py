@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from speechllm.data.toy import TONE_WORDS, build_tone_corpus
-from speechllm.errors import ConfigError, DataError
+from speechllm.errors import ConfigError
 from speechllm.testing import tiny_tokenizer
 from speechllm.training.config import load_train_config
 from speechllm.training.trainer import Trainer

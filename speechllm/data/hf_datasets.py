@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterator
 
 from ..errors import DataError, SpeechLLMError
 from ..metadata import SPEECHLLM_SCHEMA, MetadataSchema
-from .manifest import BASE_KEYS, ManifestData, OnBadRow, Record, RowParser, label_keys
 from ..records import BadRow
+from .manifest import BASE_KEYS, ManifestData, OnBadRow, Record, RowParser, label_keys
 
 
 @dataclass

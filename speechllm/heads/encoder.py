@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..audio import SAMPLE_RATE as RATE
 from ..errors import ConfigError
 
 # Features read from the model's encoder, and those among them that need every layer of it.

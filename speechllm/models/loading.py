@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import logging as transformers_logging
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import logging as transformers_logging
 
 from ..config import ModelSpec, from_dict
 from ..encoders import build_encoder

@@ -27,8 +27,8 @@ import torch
 from speechllm.errors import ConfigError
 from speechllm.pretrained.gemma import (
     END_OF_TURN,
-    GEMMA_CONVERSION_NOTE,
     GEMMA_CHAT_TEMPLATE,
+    GEMMA_CONVERSION_NOTE,
     GEMMA_NOTICE_FILE,
     GEMMA_NOTICE_TEXT,
     START_OF_TURN,

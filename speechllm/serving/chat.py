@@ -15,8 +15,17 @@ from .context import ServerState, answer, authorized, clip_from_bytes, parse_fie
 from .engine import Answer, GenerateSettings, Job, MetaSettings
 from .errors import APIError, error_body
 from .limits import b64decode, fetch_audio_url
-from .schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-                      ChunkChoice, Delta, MetadataExtension, Usage)
+from .schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    MetadataExtension,
+    Usage,
+)
 
 router = APIRouter(dependencies=[Depends(authorized)])
 

@@ -19,7 +19,6 @@ from ..inference import metadata_batch
 from ..prompting import instruction_for, prompt_message
 
 
-
 @dataclass(frozen=True)
 class GenerateSettings:
     """Decoding options of a text answer; jobs batch together only when these are equal."""

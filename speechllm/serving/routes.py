@@ -17,8 +17,18 @@ from .context import answer, authorized, clip_from_bytes, parse_fields, state
 from .engine import GenerateSettings, Job, MetaSettings
 from .errors import APIError
 from .limits import b64decode
-from .schemas import (Health, MetadataRequest, MetadataResponse, ModelCard, ModelList, SchemaField, SchemaResponse,
-                      Transcription, Usage, VerboseTranscription)
+from .schemas import (
+    Health,
+    MetadataRequest,
+    MetadataResponse,
+    ModelCard,
+    ModelList,
+    SchemaField,
+    SchemaResponse,
+    Transcription,
+    Usage,
+    VerboseTranscription,
+)
 
 STATIC = Path(__file__).parent / "static"
 

@@ -10,7 +10,15 @@ from speechllm.data.synth.corpus import build_corpus
 from speechllm.data.synth.negatives import NEGATIVES, make_negative
 from speechllm.data.synth.sentences import SentencePool, split_of
 from speechllm.data.synth.voices import (
-    ACCENTS, BACKENDS, GENDERS, Backend, Voice, list_voices, register_backend, resolve_voices, synthesize,
+    ACCENTS,
+    BACKENDS,
+    GENDERS,
+    Backend,
+    Voice,
+    list_voices,
+    register_backend,
+    resolve_voices,
+    synthesize,
 )
 
 __all__ = [
