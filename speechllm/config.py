@@ -47,6 +47,7 @@ class EncoderSpec:
     normalize: bool | None = None  # per-utterance waveform normalisation (SSL encoders); None: from the model
     # Whisper only: False keeps all 1500 frames of each 30 s window, as Whisper's own decoder expects.
     crop_to_length: bool = True
+    options: dict = field(default_factory=dict)  # family-specific settings (whisper_transcriber's token budget)
 
 
 @dataclass

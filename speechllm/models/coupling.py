@@ -61,9 +61,9 @@ class Coupling:
     def audio_token_count(self, num_samples: int) -> int:
         raise NotImplementedError
 
-    def llm_inputs(self, model, input_ids, audio_values=None, audio_lengths=None, audio_embeds=None,
+    def llm_inputs(self, model, input_ids, attention_mask, audio_values=None, audio_lengths=None, audio_embeds=None,
                    audio_features=None) -> tuple[dict, contextlib.AbstractContextManager]:
-        """The LLM's inputs for a batch, and the context to run the LLM in."""
+        """The LLM's inputs for a batch (attention mask included), and the context to run the LLM in."""
         raise NotImplementedError
 
     def generate(self, model, input_ids, attention_mask, audio_values=None, audio_lengths=None, audio_features=None,
@@ -80,15 +80,33 @@ class PrefixCoupling(Coupling):
         frames = self.frames.output_length(num_samples)
         return connector_output_length(self.connector, self.frames.frame_rate, frames)
 
-    def llm_inputs(self, model, input_ids, audio_values=None, audio_lengths=None, audio_embeds=None,
+    def llm_inputs(self, model, input_ids, attention_mask, audio_values=None, audio_lengths=None, audio_embeds=None,
                    audio_features=None):
-        embeds = model.embed(input_ids, audio_values, audio_lengths, audio_embeds, audio_features)
-        return {"inputs_embeds": embeds}, contextlib.nullcontext()
+        embeds, unused = model.embed_audio(input_ids, audio_values, audio_lengths, audio_embeds, audio_features)
+        inputs = {"inputs_embeds": embeds, "attention_mask": attention_mask}
+        if unused is not None:
+            # Unused budget positions leave attention and the position count, as generate counts positions.
+            inputs["attention_mask"] = without(attention_mask, unused, input_ids)
+            inputs["position_ids"] = positions_of(inputs["attention_mask"])
+        return inputs, contextlib.nullcontext()
 
     def generate(self, model, input_ids, attention_mask, audio_values=None, audio_lengths=None, audio_features=None,
                  **kwargs):
-        embeds = model.embed(input_ids, audio_values, audio_lengths, audio_features=audio_features)
+        embeds, unused = model.embed_audio(input_ids, audio_values, audio_lengths, audio_features=audio_features)
+        if unused is not None:
+            attention_mask = without(attention_mask, unused, input_ids)
         return model.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
+
+
+def without(attention_mask, unused: torch.Tensor, input_ids) -> torch.Tensor:
+    """The attention mask (all ones when None) with the `unused` positions off."""
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    return mask.masked_fill(unused.to(mask.device), 0)
+
+
+def positions_of(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip masked positions, as transformers' generate computes them for a prompt."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 @register_coupling("cross_attention")
@@ -113,11 +131,11 @@ class CrossAttentionCoupling(Coupling):
             raise InputError(f"this model reads one clip per conversation; got {len(states)} clips for {input_ids.shape[0]}")
         return states, frames
 
-    def llm_inputs(self, model, input_ids, audio_values=None, audio_lengths=None, audio_embeds=None,
+    def llm_inputs(self, model, input_ids, attention_mask, audio_values=None, audio_lengths=None, audio_embeds=None,
                    audio_features=None):
         states, frames = self.audio_states(model, input_ids, audio_values, audio_lengths, audio_features)
         padding = cross_attention_ignores_padding(model.language_model, frames, states.shape[1])
-        return {"input_ids": input_ids, "encoder_outputs": (states,)}, padding
+        return {"input_ids": input_ids, "encoder_outputs": (states,), "attention_mask": attention_mask}, padding
 
     def generate(self, model, input_ids, attention_mask, audio_values=None, audio_lengths=None, audio_features=None,
                  **kwargs):

@@ -161,16 +161,29 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
     def embed(
         self, input_ids, audio_values=None, audio_lengths=None, audio_embeds=None, audio_features=None
     ) -> torch.Tensor:
-        """Token embeddings with each clip's connector outputs written into its placeholder positions.
+        """Token embeddings with each clip's connector outputs written into its placeholder positions (see
+        `embed_audio`, which also says which positions a clip left unused)."""
+        return self.embed_audio(input_ids, audio_values, audio_lengths, audio_embeds, audio_features)[0]
+
+    def embed_audio(
+        self, input_ids, audio_values=None, audio_lengths=None, audio_embeds=None, audio_features=None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(token embeddings with each clip's connector outputs in its placeholder positions, the positions a clip
+        left unused or None).
 
         Instead of waveforms, `audio_features` (encoder outputs and frame counts, e.g. from the feature
         cache) skips the encoder, and `audio_embeds` (one (tokens, width) tensor per clip) skips the
-        encoder and the connector.
+        encoder and the connector. A clip whose placeholders are a budget (an encoder that transcribes gives as
+        many tokens as it heard, at most the budget) fills the first ones; the rest are unused, and the caller
+        masks them out of attention, so the LLM reads exactly what it would read without them.
         """
         audio_id = self.processor.audio_token_id if self.processor else None
         is_audio = input_ids == audio_id
         embeds = self.get_input_embeddings()(input_ids.masked_fill(is_audio, 0))
         if audio_embeds is None and (audio_values is not None or audio_features is not None):
+            bind = getattr(self.connector, "bind", None)
+            if bind is not None and not self.connector.bound:  # e.g. token_bridge's table of LLM embeddings
+                bind(self.encoder, self.language_model, self.processor.tokenizer)
             if audio_features is None:
                 outputs, lengths = self.encode_audio(audio_values.to(embeds.device), audio_lengths.to(embeds.device))
             else:
@@ -180,12 +193,22 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
             audio_embeds = [o[:n] for o, n in zip(outputs, lengths.tolist())]
         expected = int(is_audio.sum())
         given = sum(len(a) for a in audio_embeds) if audio_embeds is not None else 0
-        if expected != given:
+        if expected == given:
+            if expected:
+                flat = torch.cat(list(audio_embeds)).to(embeds.dtype)
+                embeds = embeds.masked_scatter(is_audio[..., None], flat)
+            return embeds, None
+        spans = placeholder_spans(is_audio)
+        if given > expected or len(spans) != len(audio_embeds) or any(
+                len(a) > length for a, (_, _, length) in zip(audio_embeds, spans)):
             raise InputError(f"the prompt has {expected} audio positions but the audio gives {given} embeddings")
-        if expected:
-            flat = torch.cat(list(audio_embeds)).to(embeds.dtype)
-            embeds = embeds.masked_scatter(is_audio[..., None], flat)
-        return embeds
+        unused = torch.zeros_like(is_audio)
+        pieces = []
+        for clip, (row, start, length) in zip(audio_embeds, spans):
+            pieces += [clip.to(embeds.dtype), clip.new_zeros(length - len(clip), embeds.shape[-1]).to(embeds.dtype)]
+            unused[row, start + len(clip): start + length] = True
+        embeds = embeds.masked_scatter(is_audio[..., None], torch.cat(pieces))
+        return embeds, unused
 
     def forward(
         self, input_ids, attention_mask=None, audio_values=None, audio_lengths=None, labels=None,
@@ -196,15 +219,15 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
         With `logits_mask` ((batch, seq) booleans), `logits` are computed at the True positions only and
         come flattened row by row, (positions, vocab): training needs them at answer positions alone.
         """
-        inputs, padding = self.coupling.llm_inputs(self, input_ids, audio_values, audio_lengths, audio_embeds,
-                                                   audio_features)
+        inputs, padding = self.coupling.llm_inputs(self, input_ids, attention_mask, audio_values, audio_lengths,
+                                                   audio_embeds, audio_features)
         if logits_mask is not None:
             if labels is not None:
                 raise InputError("pass `labels` or `logits_mask`, not both: the loss needs logits at every position")
             with padding:
-                return logits_at(self.language_model, logits_mask, attention_mask=attention_mask, **inputs, **kwargs)
+                return logits_at(self.language_model, logits_mask, **inputs, **kwargs)
         with padding:
-            out = self.language_model(attention_mask=attention_mask, **inputs, **kwargs)
+            out = self.language_model(**inputs, **kwargs)
         if labels is not None:
             # Computed here, not by the LLM: LLMs disagree on whether they shift labels (Whisper does not).
             out.loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
@@ -247,6 +270,21 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
         from ..inference import generate_meta
 
         return generate_meta(self, audio, fields, instruction, **kwargs)
+
+
+def placeholder_spans(is_audio: torch.Tensor) -> list[tuple[int, int, int]]:
+    """(row, start, length) of each run of audio placeholders, in reading order: one run a clip, when text
+    separates the clips of a prompt (the processor writes each clip's placeholders together)."""
+    spans = []
+    for row, flags in enumerate(is_audio.tolist()):
+        start = None
+        for position, flag in enumerate(flags + [False]):
+            if flag and start is None:
+                start = position
+            elif not flag and start is not None:
+                spans.append((row, start, position - start))
+                start = None
+    return spans
 
 
 def _random_init(spec: EncoderSpec) -> EncoderSpec:

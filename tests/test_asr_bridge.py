@@ -1,0 +1,94 @@
+"""The ASR bridge (whisper_transcriber encoder + token_bridge connector) on tiny random Whisper and Llama models:
+token budgets known from the spec, unused budget positions that change nothing, batch invariance, and the table."""
+
+import numpy as np
+import pytest
+import torch
+
+from speechllm.asr_bridge import TokenBridge
+from speechllm.audio import load_conversation_audio
+from speechllm.models.coupling import audio_token_count
+from speechllm.testing import TINY_ENCODERS, tiny_model, tiny_tokenizer
+
+RATE = 16000
+WHISPER = {**TINY_ENCODERS["whisper"], "init_std": 0.5}
+
+
+def bridge_model(**options):
+    return tiny_model("whisper", "token_bridge", encoder={"family": "whisper_transcriber", "hf_config": WHISPER,
+                                                          "options": options})
+
+
+def clip(seconds, seed):
+    return (np.random.default_rng(seed).standard_normal(int(seconds * RATE)) * 0.1).astype(np.float32)
+
+
+def ask(model, clips, text="Transcribe: "):
+    conversations = [[{"role": "user", "content": [{"type": "text", "text": text}, {"type": "audio", "audio": (c, RATE)}]}]
+                     for c in clips]
+    return model.processor(load_conversation_audio(conversations))
+
+
+def test_budget_comes_from_the_spec_and_bounds_what_the_transcriber_gives():
+    model = bridge_model(tokens_per_second=4.0, min_tokens=3)
+    spec = model.config.model_spec
+    for seconds in (0.5, 2.0, 31.0):
+        samples = int(seconds * RATE)
+        windows = [min(RATE * 30, samples - start) for start in range(0, samples, RATE * 30)]
+        assert audio_token_count(spec, samples) == sum(3 + int(np.ceil(4.0 * w / RATE)) for w in windows)
+    waves = [clip(2.0, 0), clip(0.7, 1)]
+    lengths = torch.tensor([len(w) for w in waves])
+    values = torch.zeros(2, int(lengths.max()))
+    for row, w in enumerate(waves):
+        values[row, : len(w)] = torch.from_numpy(w)
+    states, counts = model.encoder(values, lengths)
+    budgets = [audio_token_count(spec, len(w)) for w in waves]
+    assert all(0 <= n <= b for n, b in zip(counts.tolist(), budgets)) and states.shape[-1] == WHISPER["d_model"]
+
+
+def test_unused_budget_positions_change_nothing():
+    """The LLM reads the prompt with the clip's real tokens only: the same logits and answer as a prompt built
+    without the unused positions at all."""
+    model = bridge_model(tokens_per_second=8.0, min_tokens=6)
+    batch = ask(model, [clip(1.5, 2)])
+    states, _ = model.encoder(batch.pop("audio_values"), batch.pop("audio_lengths"))
+    heard = (states, torch.tensor([3]))  # as if Whisper had stopped after 3 tokens of the budget
+    embeds, unused = model.embed_audio(batch["input_ids"], audio_features=heard)
+    budget = int((batch["input_ids"] == model.processor.audio_token_id).sum())
+    assert unused is not None and int(unused.sum()) == budget - 3
+    kept = ~unused[0]
+    direct = model.language_model(inputs_embeds=embeds[:, kept]).logits[0, -1]
+    through = model(**batch, audio_features=heard).logits[0, -1]
+    torch.testing.assert_close(through, direct, atol=1e-5, rtol=1e-5)
+    answer = model.generate(**batch, audio_features=heard, max_new_tokens=6, do_sample=False)
+    plain = model.language_model.generate(
+        inputs_embeds=embeds[:, kept], attention_mask=torch.ones_like(kept[None]).long(), max_new_tokens=6,
+        do_sample=False, pad_token_id=model.processor.tokenizer.pad_token_id,
+        eos_token_id=model.processor.end_of_turn_ids)
+    assert answer.tolist() == plain.tolist()
+
+
+@pytest.mark.slow
+def test_batched_answers_equal_one_at_a_time_for_mixed_lengths():
+    model = bridge_model(tokens_per_second=3.0, min_tokens=4)
+    clips = [clip(1.0, 3), clip(31.0, 4), clip(0.4, 5), clip(2.5, 6)]
+    together = model.generate(**ask(model, clips), max_new_tokens=5, do_sample=False)
+    for row, c in enumerate(clips):
+        alone = model.generate(**ask(model, [c]), max_new_tokens=5, do_sample=False)
+        assert together[row, : alone.shape[1]].tolist() == alone[0].tolist()
+
+
+def test_table_holds_the_mean_llm_embedding_of_each_whisper_tokens_text():
+    model = bridge_model()
+    tokenizer = model.processor.tokenizer
+    whisper_tokenizer = tiny_tokenizer()
+    bridge = TokenBridge(WHISPER["d_model"], model.language_model.config.hidden_size, temperature=1e-3)
+    bridge.bind(model.encoder, model.language_model, tokenizer, whisper_tokenizer=whisper_tokenizer)
+    word = whisper_tokenizer.convert_tokens_to_ids("the")
+    ids = tokenizer("the", add_special_tokens=False).input_ids
+    expected = model.language_model.get_input_embeddings()(torch.tensor(ids)).mean(0)
+    torch.testing.assert_close(bridge.table[word], expected)
+    # A decoder state whose Whisper logits pick that token, at a near-zero temperature, reaches the LLM as its row.
+    state = bridge.vocab_out[word] * 50.0
+    out, lengths = bridge(state[None, None], torch.tensor([1]))
+    torch.testing.assert_close(out[0, 0], expected, atol=1e-4, rtol=1e-4)
