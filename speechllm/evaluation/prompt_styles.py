@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from speechllm.data.tasks import instructions
+from speechllm.prompting import instructions
 from speechllm.errors import ConfigError
 
 PASSAGE_SLOT = "{passage}"

@@ -19,7 +19,7 @@ from ..config import ModelSpec, from_dict
 from ..encoders import build_encoder
 from ..errors import ConfigError
 from ..heads import HEADS_CONFIG, HEADS_WEIGHTS, AttributeHeads
-from ..pretrained import resolve_name_or_path
+from ..pretrained import gemma_notice_files, resolve_name_or_path
 from .configuration import SpeechLLMConfig
 from .processing import SpeechLLMProcessor
 
@@ -56,6 +56,14 @@ def _pretrained_llm(name_or_path: str):
         return AutoModelForCausalLM.from_pretrained(resolve_name_or_path(name_or_path))
     finally:
         transformers_logging.set_verbosity(verbosity)
+
+
+def _saved_or_base_tokenizer(path, spec: ModelSpec):
+    """The tokenizer saved beside trainable-only weights, or the base LLM's when the folder ships none (a large
+    vocabulary's tokenizer.json can outweigh the trained weights many times); the processor adds its tokens."""
+    if checkpoint_file(path, "tokenizer_config.json", optional=True) is not None:
+        return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(resolve_name_or_path(spec.llm.name_or_path))
 
 
 class CheckpointMixin:
@@ -99,7 +107,7 @@ class CheckpointMixin:
             for part in [spec.encoder, spec.fusion_encoder, spec.llm]:
                 if part is not None and part.name_or_path is None:
                     raise ConfigError(f"{path}: trainable-only checkpoint without a base model reference")
-            model = cls.from_spec(spec, tokenizer=AutoTokenizer.from_pretrained(path))
+            model = cls.from_spec(spec, tokenizer=_saved_or_base_tokenizer(path, spec))
             state = load_file(checkpoint_file(path, TRAINABLE_WEIGHTS))
             missing = set(state) - set(model.state_dict())
             if missing:
@@ -138,6 +146,9 @@ class CheckpointMixin:
             super().save_pretrained(save_directory, **kwargs)
         if self.processor is not None:
             self.processor.save_pretrained(save_directory)
+        llm = self.config.model_spec.llm
+        for name, text in (gemma_notice_files(llm.name_or_path) if llm.name_or_path else {}).items():
+            (save_directory / name).write_text(text, encoding="utf-8")  # weights under their own terms (Gemma)
         if self.attribute_heads is not None:
             self.attribute_heads.save(save_directory)
 
