@@ -30,9 +30,9 @@ import torch
 from ..config import from_dict
 from ..errors import ConfigError, DataError
 from ..metadata import SPEECHLLM_SCHEMA, MetadataSchema
+from ..records import BadRow, header_seconds
 from .hf_datasets import load_hf_dataset
 from .manifest import Record, audio_seconds, read_manifest
-from ..records import BadRow, header_seconds
 from .tasks import TASKS, TrainingExample, build_example, checked_task, task_for
 
 
