@@ -11,7 +11,7 @@ from speechllm.extras import require_extra
 
 require_extra("serve", "speechllm serve (speechllm.serving)")  # before fastapi is imported below
 
-from .app import create_app  # noqa: E402, resolve_model, serve
+from .app import create_app, resolve_model, serve  # noqa: E402
 from .config import ServerConfig  # noqa: E402
 
 __all__ = ["ServerConfig", "create_app", "resolve_model", "serve"]
