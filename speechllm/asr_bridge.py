@@ -55,8 +55,13 @@ class WhisperTranscriber(AudioEncoder):
     default_window_seconds = 30.0
 
     def __init__(self, spec: EncoderSpec):
-        from transformers import AutoConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
-        from transformers import GenerationConfig
+        from transformers import (
+            AutoConfig,
+            GenerationConfig,
+            WhisperConfig,
+            WhisperFeatureExtractor,
+            WhisperForConditionalGeneration,
+        )
 
         if (spec.window_seconds or 30.0) > 30.0:
             raise ConfigError("whisper_transcriber: window_seconds cannot exceed 30 (Whisper's fixed input)")

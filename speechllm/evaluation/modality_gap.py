@@ -27,10 +27,10 @@ from pathlib import Path
 
 from speechllm.audio import SAMPLE_RATE, load_audio
 from speechllm.data.manifest import RowParser
-from speechllm.records import BadRow, read_jsonl
 from speechllm.errors import AudioError, ConfigError, DataError
 from speechllm.inference import check_positive
 from speechllm.metadata import SPEECHLLM_SCHEMA
+from speechllm.records import BadRow, read_jsonl
 
 from . import cascade as cascade_asr
 from .gap_report import write_gap_report
