@@ -1,32 +1,21 @@
-"""Constrained decoding of metadata answers: a logits processor that lets the model write only what
-`metadata.serialize` writes (schema-valid JSON, the training targets' exact tokens), and the decoding of what it wrote
-into values with per-label confidences.
-
-An answer is a row of chunks cut at its spaces: `{"Gender":`, ` "Male",`, ` "Transcript":`, ` "hi there"}`. Every
-chunk but a text value comes from a small set, and may only be written with the tokens the tokenizer itself gives it
-("canonical" tokens, as in training targets): a trie per chunk does that. xgrammar checks the characters of text
-values (and, as a second line of defence, everything else).
-"""
+"""How a metadata answer is laid out in tokens: chunks cut at the answer's spaces, the canonical tokens of each chunk,
+the xgrammar grammar of text values, and a cursor that follows one row's tokens through the layout."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import json
-import math
 import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
 import xgrammar as xgr
-from transformers import LogitsProcessor
 
 from speechllm.errors import ConfigError, InputError
-from speechllm.metadata import SEPARATORS, SPEECHLLM_SCHEMA, Field, MetadataSchema, check_value
+from speechllm.metadata import SEPARATORS, Field, MetadataSchema, check_value
 
-# A JSON string's rest, as json.dumps(ensure_ascii=False) writes it (no lone surrogates: not valid UTF-8). Written
-# right-recursive, which xgrammar precomputes: `char*` or `char{0,n}` cost 40-90 ms a step on a 51k vocabulary.
 _STRING = (r'string ::= "\"" | char string' "\n"
            r'char ::= [^\0-\x1f"\\\uD800-\uDFFF] | "\\" [\"\\bfnrt] | "\\u00" ("0" [0-7bef] | "1" [0-9a-f])')
 
@@ -283,137 +272,3 @@ class _Cursor:
             self.steps[self.chunk.field.name] = (self.start, self.step)
         self.index, self.start, self.path, self.buf = self.index + 1, self.step, (), b""
         self._text_state()
-
-
-class MetadataConstraint(LogitsProcessor):
-    """A logits processor for `generate` that lets each batch row write exactly `serialize(values, names)` for
-    some valid values, then eos. Pass `max_new_tokens=constraint.max_new_tokens` (None when a text field has no
-    `max_chars`), or give the constraint the `budget` of tokens generate has (its max_new_tokens, e.g. what is left
-    of a decoder's positions): then text values are cut and closed in time for every answer to end within it, so a
-    transcript looping on a hallucination still gives valid JSON. Without either, a cut-off answer comes back from
-    `decode_results` marked invalid.
-
-    `forced` (one dict per row, or None) fixes some label or bool fields of a row to a given value, e.g. the
-    decision of an attribute head; the LLM still writes it, so what follows is conditioned on it.
-
-    Works with `input_ids` or `inputs_embeds` prompts and left padding; greedy or sampling, not beam search
-    (beams reorder rows). It follows one generate call: the first call records the prompt length; build a new
-    one per call (the compiled grammar is cached per tokenizer and schema, so that is cheap)."""
-
-    def __init__(self, tokenizer, schema: MetadataSchema = SPEECHLLM_SCHEMA, names=None, forced=None,
-                 budget: int | None = None):
-        self.tokenizer, self.schema = tokenizer, schema.subset(names)
-        self.forced, self.budget = forced, budget
-        for row in forced or []:
-            for name, value in row.items():
-                if self.schema.field(name).kind == "text":
-                    raise InputError(f"MetadataConstraint: {name} is free text; only label and bool fields can be forced")
-                check_value(self.schema.field(name), value)
-        self.names = self.schema.names
-        self._layout = _layout_for(tokenizer, self.schema)
-        self.max_new_tokens = self._layout.max_new_tokens
-        self._ids = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        lay, batch = self._layout, input_ids.shape[0]
-        if self._ids is None:
-            grammar = _compiled(self.tokenizer, lay, scores.shape[-1])
-            self._matchers = [xgr.GrammarMatcher(grammar) for _ in range(batch)]
-            if self.forced is not None and len(self.forced) != batch:
-                raise InputError(f"MetadataConstraint: forced values for {len(self.forced)} rows, batch has {batch}")
-            self._cursors = [_Cursor(lay, self.forced[r] if self.forced else None, self.budget) for r in range(batch)]
-            self._bitmask = xgr.allocate_token_bitmask(batch, scores.shape[-1])
-        else:
-            if input_ids.shape[1] != self._ids.shape[1] + 1 or not torch.equal(input_ids[:, :-1], self._ids):
-                raise InputError("MetadataConstraint follows one generate call with greedy or sampling decoding; "
-                                 "build a new one per call (beam search reorders rows and is not supported)")
-            for r, token in enumerate(input_ids[:, -1].tolist()):
-                self._accept(r, token)
-        self._ids = input_ids
-        grammar_rows, only = [], {}  # rows the grammar masks; rows kept to a token list (after the grammar)
-        for r, (matcher, cursor) in enumerate(zip(self._matchers, self._cursors)):
-            if matcher.is_terminated():
-                only[r] = torch.tensor([lay.eos])  # a finished row: generate pads it, whatever it draws
-                continue
-            if cursor.chunk is None or cursor.chunk.trie is None:  # a trie chunk needs no grammar: a trie is tighter
-                matcher.fill_next_token_bitmask(self._bitmask, r)
-                grammar_rows.append(r)
-            allowed = cursor.allowed()
-            if allowed is not None:
-                only[r] = allowed
-        if grammar_rows:
-            xgr.apply_token_bitmask_inplace(scores, self._bitmask.to(scores.device), indices=grammar_rows)
-        for r, allowed in only.items():
-            allowed = allowed.to(scores.device)
-            kept = scores[r, allowed]
-            scores[r] = -math.inf
-            scores[r, allowed] = kept
-        return scores
-
-    def _accept(self, r: int, token: int) -> None:
-        matcher = self._matchers[r]
-        if matcher.is_terminated():
-            return
-        if not matcher.accept_token(token):
-            raise InputError(f"row {r}: token {token} breaks the metadata grammar; another logits processor or a "
-                             f"forced token overrode MetadataConstraint")
-        if token != self._layout.eos:
-            try:
-                self._cursors[r].advance(token)
-            except _OffLayout as e:
-                raise InputError(f"row {r}: {e}; this tokenizer does not split at the spaces of the JSON "
-                                 f"layout") from None
-
-
-@dataclass
-class MetadataResult:
-    """One decoded answer. `confidences`: per label or bool field, the probability of the chosen value under
-    the distribution generate drew from. `valid` is False, with `error` saying why, when the answer is
-    incomplete; `values` then holds the fields completed before the cut."""
-
-    values: dict
-    confidences: dict[str, float]
-    text: str
-    valid: bool
-    error: str | None = None
-
-
-def decode_results(sequences: torch.Tensor, scores, tokenizer, schema: MetadataSchema = SPEECHLLM_SCHEMA,
-                   names=None) -> list[MetadataResult]:
-    """Results of `generate(..., logits_processor=[MetadataConstraint(...)], output_scores=True,
-    return_dict_in_generate=True)`: pass its `sequences` and `scores` (the processed scores, one (batch, vocab)
-    tensor per new token). The last len(scores) columns of `sequences` are the new tokens.
-
-    A label's confidence is the product, over its value's tokens, of their softmax probabilities: exact, since
-    the constraint allows one token path per label (labels sharing leading tokens included), so the
-    confidences of all labels of a field sum to 1."""
-    sub = schema.subset(names)
-    layout = _layout_for(tokenizer, sub)
-    steps = len(scores)
-    new = sequences[:, sequences.shape[1] - steps:].cpu()
-
-    def logp(r: int, k: int) -> float:  # log softmax of row r's scores at step k, at the token taken
-        row = scores[k][r].float()
-        return (row[new[r, k]] - torch.logsumexp(row, -1)).item()
-
-    results = []
-    for r, tokens in enumerate(new.tolist()):
-        end = tokens.index(layout.eos) if layout.eos in tokens else len(tokens)
-        cursor, error = _Cursor(layout), None
-        try:
-            for token in tokens[:end]:
-                cursor.advance(token)
-        except _OffLayout as e:
-            error = f"the tokens do not follow the constrained layout ({e}); was MetadataConstraint used?"
-        if error is None and cursor.chunk is not None:
-            hint = (f"; generate with max_new_tokens={layout.max_new_tokens} (MetadataConstraint.max_new_tokens)"
-                    if layout.max_new_tokens else "; raise max_new_tokens, or give text fields max_chars so that "
-                    "MetadataConstraint.max_new_tokens can size it")
-            error = f"the answer stops inside {cursor.chunk.field.name!r} after {end} new tokens"
-            error += hint if end == steps else ""
-        # lstrip: the whitespace some tokenizers put at the start of a text is no part of the JSON
-        text = b"".join(layout.vocab_bytes[t] for t in tokens[:end]).decode("utf-8", errors="replace").lstrip()
-        confidences = {f.name: math.exp(sum(logp(r, k) for k in range(*cursor.steps[f.name])))
-                       for f in sub.fields if f.kind != "text" and f.name in cursor.values}
-        results.append(MetadataResult(cursor.values, confidences, text, error is None, error))
-    return results
