@@ -93,8 +93,8 @@ def ask_gemma_bridge(folder: Path) -> None:
     (short, passage), (long, long_passage) = spoken_passages(folder)
     question = passage.questions[0]
     clip = load_audio(str(short))
-    answer_ = model.chat([{"role": "user", "content": style.parts("question", (clip, 16000), question=question["question"])}],
-                         max_new_tokens=16)[0]
+    parts = style.parts("question", (clip, 16000), question=question["question"])
+    answer_ = model.chat([{"role": "user", "content": parts}], max_new_tokens=16)[0]
     log.info("%s (%.0f s): %s\n    Q: %s\n    A: %s   (expected: %s)", short.name, len(clip) / 16000, passage.text,
              question["question"], style.clean(answer_), question["answer"])
     clip = load_audio(str(long))

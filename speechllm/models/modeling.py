@@ -135,7 +135,8 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
                 module.eval()
         return self
 
-    def encode_audio(self, audio_values: torch.Tensor, audio_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_audio(self, audio_values: torch.Tensor,
+                     audio_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Waveforms (clips, samples) -> connector outputs (clips, tokens, llm_width) and token counts."""
         encoder_trains = any(p.requires_grad for p in self.encoder.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains):
