@@ -94,11 +94,13 @@ def ask_gemma_bridge(folder: Path) -> None:
     question = passage.questions[0]
     clip = load_audio(str(short))
     parts = style.parts("question", (clip, 16000), question=question["question"])
-    answer_ = model.chat([{"role": "user", "content": parts}], max_new_tokens=16)[0]
+    stop = style.generate_options(model.processor.tokenizer)  # the answer ends at its line break
+    answer_ = model.chat([{"role": "user", "content": parts}], max_new_tokens=16, **stop)[0]
     log.info("%s (%.0f s): %s\n    Q: %s\n    A: %s   (expected: %s)", short.name, len(clip) / 16000, passage.text,
              question["question"], style.clean(answer_), question["answer"])
     clip = load_audio(str(long))
-    summary = model.chat([{"role": "user", "content": style.parts("summary", (clip, 16000))}], max_new_tokens=60)[0]
+    summary = model.chat([{"role": "user", "content": style.parts("summary", (clip, 16000))}], max_new_tokens=60,
+                         **stop)[0]
     log.info("%s (%.0f s) summary: %s\n    reference: %s", long.name, len(clip) / 16000, style.clean(summary),
              long_passage.summary)
 

@@ -186,7 +186,9 @@ def _ask(model, style: PromptStyle, contents: list[list[dict]], max_new_tokens: 
     if not contents:
         return []
     conversations = [[{"role": "user", "content": parts}] for parts in contents]
-    answers = model.chat(conversations, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    tokenizer = getattr(getattr(model, "processor", None), "tokenizer", None)
+    options = style.generate_options(tokenizer) if tokenizer is not None else {}
+    answers = model.chat(conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, **options)
     return [style.clean(a) for a in answers]
 
 

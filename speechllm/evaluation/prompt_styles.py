@@ -54,6 +54,11 @@ class PromptStyle:
         parts.append({"type": "audio", "audio": passage})
         return parts + ([{"type": "text", "text": after}] if after else [])
 
+    def generate_options(self, tokenizer) -> dict:
+        """`generate` options for this style: a completion style stops at the first line break (what `clean` keeps),
+        instead of writing a made-up next example up to the token limit."""
+        return {"stop_strings": ["\n"], "tokenizer": tokenizer} if self.first_line_only else {}
+
     def clean(self, answer: str) -> str:
         """The answer as scored: stripped, and cut at its first line break for completion styles."""
         answer = answer.strip()
