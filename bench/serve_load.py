@@ -65,9 +65,10 @@ def request(i: int, audio: list[str], max_tokens: int) -> tuple[str, dict]:
     clip = audio[i % len(audio)]
     if i % 3 == 2:
         return "/v1/metadata", {"audio": clip, "format": "wav", "fields": ["Gender", "Age", "Accent"]}
-    return "/v1/chat/completions", {"model": "bench", "max_tokens": max_tokens, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "Transcribe the audio."},
-        {"type": "input_audio", "input_audio": {"data": clip, "format": "wav"}}]}]}
+    content = [{"type": "text", "text": "Transcribe the audio."},
+               {"type": "input_audio", "input_audio": {"data": clip, "format": "wav"}}]
+    return "/v1/chat/completions", {"model": "bench", "max_tokens": max_tokens,
+                                    "messages": [{"role": "user", "content": content}]}
 
 
 async def load(url: str, total: int, clients: int, max_tokens: int, deadline: float) -> tuple[list[float], int, float]:

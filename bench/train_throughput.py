@@ -46,7 +46,8 @@ def prefix_llama(tmp: Path, clips: int) -> tuple[TrainConfig, StageConfig]:
         model={"encoder": {"family": "whisper", "name_or_path": str(packaged_whisper_path("tiny.en"))},
                "connector": {"type": "stack_mlp", "options": {"stack": 4}},
                "llm": {"hf_config": llm, "train": "full"}},
-        tokenizer=str(tmp / "tokenizer"), data={"sources": [{"manifest": str(manifest), "task": "asr"}]}, precision="fp32",
+        tokenizer=str(tmp / "tokenizer"), data={"sources": [{"manifest": str(manifest), "task": "asr"}]},
+        precision="fp32",
     ))
     return config, StageConfig(trains=["connector", "llm"], lr=1e-4)
 
@@ -72,7 +73,9 @@ def steady_samples_per_s(history: list[dict], stage: str, batch: int) -> float:
     records = [h for h in history if h.get("stage") == stage and "samples_per_s" in h]
     first, last = records[0], records[-1]
     # The trainer's samples_per_s is samples since the stage began over seconds since it began.
-    elapsed = lambda r: r["step"] * batch / r["samples_per_s"]
+    def elapsed(record: dict) -> float:
+        return record["step"] * batch / record["samples_per_s"]
+
     return (last["step"] - first["step"]) * batch / (elapsed(last) - elapsed(first))
 
 
@@ -88,7 +91,9 @@ def measure(config: TrainConfig, stage: StageConfig, out: Path, steps: int, batc
     seed_way = run("seed-way", dataclasses.replace(stage, name="batch1", steps=seed_steps, batch_size=1), False)
     # The same run twice in one directory: the first fills the feature cache, the second (the same examples,
     # as a later epoch would see them) reads it.
-    batched = lambda name: dataclasses.replace(stage, name=name, steps=steps, batch_size=batch)
+    def batched(name: str) -> StageConfig:
+        return dataclasses.replace(stage, name=name, steps=steps, batch_size=batch)
+
     cold_run = run("ours", batched("fill-cache"), True)
     warm_run = run("ours", batched("cached"), True)
     baseline = steady_samples_per_s(seed_way, "batch1", 1)

@@ -4,11 +4,15 @@ from .errors import AudioError, ConfigError, DataError, InputError, SpeechLLMErr
 
 __version__ = "0.1.0"
 
-# Importing the model registers model_type "speechllm" with transformers' Auto classes.
-from . import asr_bridge  # noqa: E402, F401  (registers the whisper_transcriber encoder and token_bridge connector)
+# Importing asr_bridge registers the whisper_transcriber encoder and token_bridge connector; importing the model
+# registers model_type "speechllm" with transformers' Auto classes.
+from . import asr_bridge  # noqa: E402, F401
 from .config import ModelSpec  # noqa: E402
 from .models import SpeechLLMConfig, SpeechLLMForConditionalGeneration, default_model, load  # noqa: E402
 
 SpeechLLM = SpeechLLMForConditionalGeneration
 
-__all__ = ["default_model", "ModelSpec", "SpeechLLM", "SpeechLLMConfig", "SpeechLLMForConditionalGeneration", "load", "AudioError", "ConfigError", "DataError", "InputError", "SpeechLLMError", "__version__"]
+__all__ = [
+    "default_model", "ModelSpec", "SpeechLLM", "SpeechLLMConfig", "SpeechLLMForConditionalGeneration", "load",
+    "AudioError", "ConfigError", "DataError", "InputError", "SpeechLLMError", "__version__",
+]

@@ -3,8 +3,8 @@
 `load_audio` takes paths, encoded bytes, file objects, arrays, tensors and the Hugging Face datasets
 shapes; it decodes, downmixes, resamples and validates, and every failure is an `AudioError` that names
 the source, the problem and the fix. `load_conversation_audio` does it for every audio part of
-conversations, before the processor (which takes waveforms only). `load_audio_segment` reads part of a long file; `split_windows`
-and `pad_batch` cut and batch the result.
+conversations, before the processor (which takes waveforms only). `load_audio_segment` reads part of a long
+file; `split_windows` and `pad_batch` cut and batch the result.
 
 Decoding is libsndfile's, through soundfile: WAV, FLAC, OGG (Vorbis, Opus) and, from libsndfile 1.1,
 MP3, with no ffmpeg, torchaudio or torchcodec needed.

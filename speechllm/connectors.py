@@ -3,9 +3,9 @@
 Every connector takes (features (batch, frames, in_dim), lengths) and returns (embeddings
 (batch, tokens, out_dim), token lengths), and knows `output_length(num_frames)`, which agrees with
 its real output for every length. The count is a static `token_count` of the constructor's options, so
-`connector_output_length(spec, ...)` gives it without building the connector (the processor needs no weights). Frames past a clip's length are zeroed before use, and inputs are
-zero-padded on the right to whatever a layer needs, so a clip's output is the same alone and inside a
-padded batch.
+`connector_output_length(spec, ...)` gives it without building the connector (the processor needs no
+weights). Frames past a clip's length are zeroed before use, and inputs are zero-padded on the right to
+whatever a layer needs, so a clip's output is the same alone and inside a padded batch.
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ class StackingConnector(Connector):
     def forward(self, features, lengths):
         batch, frames, dim = features.shape
         tokens = math.ceil(frames / self.stack)
-        stacked = pad_frames(mask_padding(features, lengths), tokens * self.stack).reshape(batch, tokens, dim * self.stack)
+        stacked = pad_frames(mask_padding(features, lengths), tokens * self.stack)
+        stacked = stacked.reshape(batch, tokens, dim * self.stack)
         gate, value = self.up(self.norm(stacked)).chunk(2, dim=-1)
         return self.out_norm(self.down(F.silu(gate) * value)), self.output_lengths(lengths)
 
@@ -266,9 +267,11 @@ class WindowQFormerConnector(Connector):
         queries=1, hidden_dim=256, layers=2, heads=4,
     ):
         super().__init__()
-        self.window, self.stride = self.frames_of(window_seconds, frame_rate), self.frames_of(stride_seconds, frame_rate)
+        self.window = self.frames_of(window_seconds, frame_rate)
+        self.stride = self.frames_of(stride_seconds, frame_rate)
         if self.stride > self.window:
-            raise ConfigError(f"window_qformer: stride_seconds {stride_seconds} > window_seconds {window_seconds} skips frames")
+            raise ConfigError(f"window_qformer: stride_seconds {stride_seconds} > window_seconds {window_seconds} "
+                              "skips frames")
         if hidden_dim % heads:
             raise ConfigError(f"window_qformer: hidden_dim {hidden_dim} is not divisible by heads {heads}")
         self.input_norm = nn.LayerNorm(input_dim)

@@ -5,8 +5,8 @@ The model answers with one JSON object in exactly the form `serialize` writes:
     {"SpeechActivity": true, "Transcript": "hi there", "Gender": "Male"}
 
 that is `json.dumps(values, ensure_ascii=False, separators=(", ", ": "))`, keys in the requested order. Training
-targets are written by `serialize`, and `constraint.MetadataConstraint` lets the model produce only that exact text (same
-separators, same escapes), so constrained outputs and training targets are the same strings. Two more reasons for
+targets are written by `serialize`, and `constraint.MetadataConstraint` lets the model produce only that exact text
+(same separators, same escapes), so constrained outputs and training targets are the same strings. Two more reasons for
 this form: every label value is a whitespace-delimited chunk (` "Male",`), so common tokenizers (byte-level BPE,
 SentencePiece) split it the same way whatever stands around it; and `MetadataConstraint` forces that one
 tokenization of each label, which makes a label's confidence the plain product of its tokens' probabilities.
@@ -227,7 +227,8 @@ def serialize(values: dict, names=None, schema: MetadataSchema = SPEECHLLM_SCHEM
     missing = [f.name for f in fields if f.name not in values]
     if missing:
         raise InputError(f"no value for requested metadata field(s) {missing}")
-    return json.dumps({f.name: check_value(f, values[f.name]) for f in fields}, ensure_ascii=False, separators=SEPARATORS)
+    checked = {f.name: check_value(f, values[f.name]) for f in fields}
+    return json.dumps(checked, ensure_ascii=False, separators=SEPARATORS)
 
 
 def _no_duplicates(pairs):

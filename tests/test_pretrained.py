@@ -20,7 +20,8 @@ from speechllm.pretrained import (
 )
 from speechllm.pretrained.whisper import PackagedWhisper, _file, _state_dict
 
-REALSPEECH = Path(os.environ.get("SPEECHLLM_REALSPEECH", Path(__file__).resolve().parents[2] / "shared" / "realspeech-dev"))
+REALSPEECH = Path(os.environ.get("SPEECHLLM_REALSPEECH",
+                                  Path(__file__).resolve().parents[2] / "shared" / "realspeech-dev"))
 CLIP_ID = "lj_LJ001-0002"  # 1.9 s of LJSpeech: "in being comparatively modern."
 
 

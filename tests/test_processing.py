@@ -37,7 +37,8 @@ def test_longer_audio_gets_more_tokens(tiny):
 
 def test_training_prompt_is_byte_identical_to_inference_prompt(tiny):
     p = tiny.processor
-    history = [user("transcribe ", tone(1.0)), {"role": "assistant", "content": "a tone"}, user("and now? ", tone(0.7, seed=3))]
+    history = [user("transcribe ", tone(1.0)), {"role": "assistant", "content": "a tone"},
+               user("and now? ", tone(0.7, seed=3))]
     answer = {"role": "assistant", "content": "another tone"}
     train = p([history + [answer]], add_generation_prompt=False)
     infer = p([history], add_generation_prompt=True)
@@ -54,7 +55,8 @@ def test_training_prompt_is_byte_identical_to_inference_prompt(tiny):
 
 def test_labels_cover_every_answer_and_its_end_of_turn_only(tiny):
     p = tiny.processor
-    conv = [user("hi ", tone(0.4)), {"role": "assistant", "content": "one"}, user("again"), {"role": "assistant", "content": "two"}]
+    conv = [user("hi ", tone(0.4)), {"role": "assistant", "content": "one"},
+            user("again"), {"role": "assistant", "content": "two"}]
     batch = p(conv, add_generation_prompt=False)
     labels = batch["labels"][0]
     trained = labels[labels != IGNORE_INDEX]

@@ -57,9 +57,11 @@ def test_exponent_without_a_dot_is_a_number():
     assert load_train_config(CONFIGS / "tiny.yaml", ["stages.0.lr=1e-4"]).stages[0].lr == 1e-4
 
 
-@pytest.mark.parametrize("override, words", [("stages.9.steps=3", "stages is a list of 2 item(s), so '9' is not an index"),
-                                             ("stages.x.steps=3", "'x' is not an index into it (use 0 to 1)"),
-                                             ("log_every.x=3", "log_every is a value (10), not a section")])
+@pytest.mark.parametrize("override, words", [
+    ("stages.9.steps=3", "stages is a list of 2 item(s), so '9' is not an index"),
+    ("stages.x.steps=3", "'x' is not an index into it (use 0 to 1)"),
+    ("log_every.x=3", "log_every is a value (10), not a section"),
+])
 def test_an_override_outside_the_recipe_names_the_key(override, words):
     assert len(load_train_config(CONFIGS / "tiny.yaml").stages) == 2
     with pytest.raises(ConfigError) as caught:

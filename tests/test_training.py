@@ -130,12 +130,16 @@ def test_two_processes_match_one_process_with_the_same_global_batch(toy, tmp_pat
     one.mkdir(), two.mkdir()
     subprocess.run(launch + ["1", worker, str(RECIPE), str(one)] + overrides(toy, one, *common,
                    "stages.0.batch_size=4", "stages.1.batch_size=4"), check=True, env=env, capture_output=True)
-    subprocess.run(launch + ["2", "--multi_gpu", "--main_process_port", "29517", worker, str(RECIPE), str(two)] + overrides(
-        toy, two, *common, "stages.0.batch_size=2", "stages.1.batch_size=2"), check=True, env=env, capture_output=True)
-    rank0, rank1, single = (load_file(p) for p in (two / "rank0.safetensors", two / "rank1.safetensors", one / "rank0.safetensors"))
+    subprocess.run(launch + ["2", "--multi_gpu", "--main_process_port", "29517", worker, str(RECIPE), str(two)]
+                   + overrides(toy, two, *common, "stages.0.batch_size=2", "stages.1.batch_size=2"),
+                   check=True, env=env, capture_output=True)
+    weight_files = (two / "rank0.safetensors", two / "rank1.safetensors", one / "rank0.safetensors")
+    rank0, rank1, single = (load_file(p) for p in weight_files)
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), f"ranks differ at {name}"
-    history = lambda out: [h["loss"] for h in json.loads((out / "final" / "history.json").read_text()) if "loss" in h]
+    def history(out):
+        return [h["loss"] for h in json.loads((out / "final" / "history.json").read_text()) if "loss" in h]
+
     # The first update sees identical weights and the same global batch: the loss must match closely.
     # Later ones drift apart a little: Adam's first steps move each weight by about lr * sign(gradient),
     # and gradients that are nearly zero change sign with the order of float additions.
@@ -167,7 +171,8 @@ def test_distillation_loss_is_zero_when_the_student_reads_the_transcript_embeddi
     batch = collate_examples(processor, [example], with_teacher=True)
     loss = LossConfig(cross_entropy=0.0, distill_logits=1.0, distill_hidden=1.0, hidden_layers=[1, 2])
     teacher_ids = batch["teacher"]["input_ids"]
-    text_embeds = [model.get_input_embeddings()(torch.tensor(processor.tokenizer(transcript, add_special_tokens=False).input_ids))]
+    transcript_ids = torch.tensor(processor.tokenizer(transcript, add_special_tokens=False).input_ids)
+    text_embeds = [model.get_input_embeddings()(transcript_ids)]
     student = dict(batch["student"], audio_embeds=text_embeds)
     assert student["input_ids"].shape == teacher_ids.shape
     with model.language_model.disable_adapter():  # the student equals the teacher: same LLM, same inputs
@@ -192,7 +197,8 @@ def test_bad_manifest_stops_the_run_with_file_and_line(tmp_path, toy):
     rows[1]["audio"] = str(tmp_path / "missing.wav")
     bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "speechllm.cli", "train", str(RECIPE), *overrides(toy, tmp_path / "o", f"data.sources.0.manifest={bad}")],
+        [sys.executable, "-m", "speechllm.cli", "train", str(RECIPE),
+         *overrides(toy, tmp_path / "o", f"data.sources.0.manifest={bad}")],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 1
@@ -258,7 +264,9 @@ def test_resume_inside_the_first_stage_ends_with_the_same_weights_and_history(to
     import speechllm.training.trainer as trainer_module
     from speechllm.training.checkpoints import list_checkpoints
 
-    recipe = lambda out: load_train_config(RECIPE, small_run(toy, out))  # saves at steps 2 and 4 of each stage
+    def recipe(out):
+        return load_train_config(RECIPE, small_run(toy, out))  # saves at steps 2 and 4 of each stage
+
     reference = Trainer(recipe(tmp_path / "ref"))
     reference.train()
 
@@ -286,7 +294,9 @@ def test_resume_inside_the_first_stage_ends_with_the_same_weights_and_history(to
     assert reference_state.keys() == resumed_state.keys()
     for name in reference_state:
         assert torch.equal(resumed_state[name], reference_state[name]), name
-    scores = lambda history: [(h["stage"], h["step"], h.get("loss"), h.get("eval_loss")) for h in history if "step" in h]
+    def scores(history):
+        return [(h["stage"], h["step"], h.get("loss"), h.get("eval_loss")) for h in history if "step" in h]
+
     assert scores(resumed.history) == scores(reference.history)
 
 
@@ -297,7 +307,8 @@ def test_an_hf_dataset_source_trains_like_the_same_rows_in_a_manifest(toy, tmp_p
     rows = [json.loads(line) for line in (toy / "train.jsonl").read_text().splitlines()]
     columns = [{"path": str(toy / r["audio"]), "text": r["transcript"], "duration_s": r["duration_s"]} for r in rows]
     datasets.Dataset.from_list(columns).save_to_disk(str(tmp_path / "hf"))
-    hf_source = f"data.sources.0={{hf_dataset: {tmp_path / 'hf'}, column_map: {{path: audio, text: transcript}}, task: asr}}"
+    hf_source = (f"data.sources.0={{hf_dataset: {tmp_path / 'hf'}, "
+                 "column_map: {path: audio, text: transcript}, task: asr}")
     states, histories = {}, {}
     for name, source in [("manifest", []), ("hf_dataset", [hf_source])]:
         out = tmp_path / name

@@ -1,6 +1,6 @@
-"""speechllm/recipes/default.yaml's path through training, on tiny stand-ins of its Whisper parts: cross-attention coupling,
-LoRA on the decoder, a frozen encoder read through the feature cache, attribute heads fitted after the last stage,
-and the adapters scaled by `adapter_scale`, in one short run."""
+"""speechllm/recipes/default.yaml's path through training, on tiny stand-ins of its Whisper parts: cross-attention
+coupling, LoRA on the decoder, a frozen encoder read through the feature cache, attribute heads fitted after the
+last stage, and the adapters scaled by `adapter_scale`, in one short run."""
 
 import json
 from pathlib import Path

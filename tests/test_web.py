@@ -21,7 +21,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "web.png"
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package (pip install playwright)")
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="needs the playwright Python package (pip install playwright)")
 if not Path(CHROMIUM).exists():
     pytest.skip("needs Chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
 
@@ -57,7 +58,8 @@ def test_upload_choose_fields_and_see_metadata_with_confidences(page, tmp_path):
     page.click("#transcribe")
     page.wait_for_function("document.getElementById('transcript').textContent.length > 0", timeout=60_000)
     page.click("#analyze")  # the table again, beside the transcript, for the screenshot
-    page.wait_for_function("!document.getElementById('analyze').disabled && document.querySelectorAll('#meta tbody tr').length == 5")
+    page.wait_for_function("!document.getElementById('analyze').disabled"
+                           " && document.querySelectorAll('#meta tbody tr').length == 5")
     page.screenshot(path=str(tmp_path / "web.png"), full_page=True)
     if os.environ.get("SPEECHLLM_UPDATE_SCREENSHOT"):
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)

@@ -203,7 +203,8 @@ class RowParser:
         if value is None:
             f = self.schema.field(name)
             allowed = list(f.labels) if f.kind == "label" else [True, False]
-            raise BadRow(f"{key}={raw!r} is not one of the schema's {name} labels {allowed}; map it or leave the key out")
+            raise BadRow(f"{key}={raw!r} is not one of the schema's {name} labels {allowed}; "
+                         "map it or leave the key out")
         return value
 
     def _audio(self, value: Any, where: str) -> str | dict:
@@ -262,7 +263,8 @@ class RowParser:
                 out.append({"role": role, "content": content})
                 continue
             if role == "assistant" or not isinstance(content, list):
-                raise BadRow(f"{where}: content must be a string" + ("" if role == "assistant" else " or a list of parts"))
+                expected = "a string" if role == "assistant" else "a string or a list of parts"
+                raise BadRow(f"{where}: content must be {expected}")
             parts = []
             for j, part in enumerate(content):
                 kind = part.get("type") if isinstance(part, dict) else None

@@ -200,6 +200,7 @@ def _baselines(predictions, names, schema, baselines, asr, groups) -> dict:
 def _cascade_scores(predictions) -> dict:
     rows = [p for p in predictions if "cascade_transcript" in p]
     seconds, busy = sum(p["seconds"] for p in rows), sum(p["cascade_s"] for p in rows)
-    return {"wer": corpus_wer([p["reference"][TRANSCRIPT_FIELD] for p in rows], [p["cascade_transcript"] for p in rows]),
+    references = [p["reference"][TRANSCRIPT_FIELD] for p in rows]
+    return {"wer": corpus_wer(references, [p["cascade_transcript"] for p in rows]),
             "audio_s": seconds, "processing_s": busy, "rtf": busy / seconds if seconds else None,
             "clips_per_s": len(rows) / busy if busy else None}

@@ -79,8 +79,10 @@ def generate_meta(model, audio: AudioInput | Sequence[AudioInput], fields: Seque
     return results[0] if single else results
 
 
-def metadata_batch(model, batch: dict, schema: MetadataSchema, names: Sequence[str], *,
-                   max_new_tokens: int | None = None, **generate_kwargs) -> tuple[list[MetadataResult], list[list[int]]]:
+def metadata_batch(
+    model, batch: dict, schema: MetadataSchema, names: Sequence[str], *, max_new_tokens: int | None = None,
+    **generate_kwargs,
+) -> tuple[list[MetadataResult], list[list[int]]]:
     """One constrained generate over a processed batch of one-clip metadata prompts: the results and each row's
     new tokens. Fields with an attribute head (heads.py) take the head's value, which the constraint makes the LLM
     write, and the head's probability as confidence; the LLM decides the other fields."""

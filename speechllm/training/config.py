@@ -119,7 +119,8 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfi
     if config.log_every < 1:
         raise ConfigError(f"log_every must be 1 or more (steps between log lines), got {config.log_every}")
     if config.num_workers < 0:
-        raise ConfigError(f"num_workers must be 0 (read data in the training process) or more, got {config.num_workers}")
+        raise ConfigError(f"num_workers must be 0 (read data in the training process) or more, "
+                          f"got {config.num_workers}")
     if not 0 < config.adapter_scale <= 1:
         raise ConfigError(f"adapter_scale must be in (0, 1] (1 keeps the trained adapters), got {config.adapter_scale}")
     parts = [config.model.encoder, config.model.fusion_encoder, config.model.connector, config.model.llm]

@@ -98,7 +98,8 @@ def phone_message(v: ValueDraw) -> Part:
                       Question(f"To which street will {org} deliver the order?", street),
                       Question(f"On what day will the order from {org} be delivered?", day),
                       Question(f"How much is left to pay for the order from {org}?", price)]
-        summary = f"{caller} from {org} says your {item[2:]} will be delivered to {street} on {day}, with {price} to pay."
+        summary = (f"{caller} from {org} says your {item[2:]} will be delivered to {street} on {day}, "
+                   f"with {price} to pay.")
     else:
         count, day, time = v("count"), v("day"), v("time")
         body = [v.choice([f"I'm confirming your table for {count} people.", f"We have booked a table for {count}.",
@@ -112,7 +113,8 @@ def phone_message(v: ValueDraw) -> Part:
     other, _, _ = person(v)
     day2 = v("day")
     distractor = v.choice([
-        (f"By the way, {other} from our office is away until {day2}.", Question(f"Until what day is {other} away?", day2)),
+        (f"By the way, {other} from our office is away until {day2}.",
+         Question(f"Until what day is {other} away?", day2)),
         (f"We are closed on {day2}, so please don't come then.", Question(f"On what day is {org} closed?", day2)),
         (f"If you need to change anything, ask for {other}.", Question(f"Who should you ask for to change anything "
                                                                         f"at {org}?", other))])
@@ -216,7 +218,8 @@ def story(v: ValueDraw) -> Part:
     opener = v.choice([f"{name} lived in {home}.", f"This is a story about {name}, who grew up in {home}.",
                        f"For years, {name} had lived quietly in {home}."])
     # The trip is told in order; only the neighbour's news moves.
-    body = [" ".join([v.choice([f"One {day}, {she} took the train to {away}.", f"On a {day}, {she} travelled to {away}.",
+    body = [" ".join([v.choice([f"One {day}, {she} took the train to {away}.",
+                                f"On a {day}, {she} travelled to {away}.",
                                 f"Then, one {day}, {name} set off for {away}."]),
                       v.choice([f"There {she} visited {her} {relative}, {relative_name}.",
                                 f"{she.capitalize()} wanted to see {her} {relative}, {relative_name}."]),
@@ -237,7 +240,8 @@ def story(v: ValueDraw) -> Part:
     questions.append(Question(neighbour_news[1], elsewhere))
     closer = v.choice([f"It was a good day for {name}.", "Then it was time to go home.",
                        f"{name} still talks about that trip."])
-    summary = f"{name} from {home} travelled to {away} on {day} to visit {relative_name} and bought {item} for {price}."
+    summary = (f"{name} from {home} travelled to {away} on {day} to visit {relative_name} "
+               f"and bought {item} for {price}.")
     return Part("story", opener, body, closer, questions, summary, f"{name} visited {relative_name} in {away}")
 
 
@@ -250,7 +254,8 @@ def reminder(v: ValueDraw) -> Part:
     body = [together(v, v.choice([f"The meeting about {topic} is on {day}.", f"We will discuss {topic} on {day}.",
                                   f"On {day} we meet to talk about {topic}."]),
                      v.choice([f"It starts at {time}.", f"Please be there at {time}.", f"We begin at {time} sharp."]),
-                     v.choice([f"We are in room {room}.", f"It will be held in room {room}.", f"Come to room {room}."]))]
+                     v.choice([f"We are in room {room}.", f"It will be held in room {room}.",
+                               f"Come to room {room}."]))]
     questions = [Question(v.choice(["Who sent the reminder?", "Who is the reminder from?"]), sender, anchored=False),
                  Question(f"On what day is the meeting about {topic}?", day),
                  Question(f"What time does the meeting about {topic} start?", time),
