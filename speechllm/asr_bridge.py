@@ -40,6 +40,7 @@ class TranscriptBudget(FrameCount):
     tokens_per_second: float = 6.0
     min_tokens: int = 8
     max_tokens: int = 445
+    is_budget = True
 
     def window_frames(self, num_samples: int) -> int:
         budget = self.min_tokens + math.ceil(self.tokens_per_second * num_samples / SAMPLE_RATE)

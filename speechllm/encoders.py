@@ -72,6 +72,9 @@ class FrameCount:
 
     window_samples: int
     frame_rate: float
+    # A budget (an encoder that transcribes gives as many tokens as it heard, at most this many) rather than an exact
+    # count: the model then masks the positions a clip leaves unused.
+    is_budget = False
 
     def window_frames(self, num_samples: int) -> int:
         raise NotImplementedError

@@ -17,7 +17,24 @@ LENGTHS = [1, 2, 3, 7, 13, 50, 333, 1501]
 
 def make(kind, frame_rate=FRAME_RATE, **options):
     torch.manual_seed(0)
-    return build_connector(ConnectorSpec(type=kind, options=options), IN_DIM, OUT_DIM, frame_rate).eval()
+    connector = build_connector(ConnectorSpec(type=kind, options=options), IN_DIM, OUT_DIM, frame_rate).eval()
+    if hasattr(connector, "bind"):  # built around its encoder and LLM (token_bridge): tiny random ones
+        bind_to_tiny_models(connector)
+    return connector
+
+
+def bind_to_tiny_models(connector):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from speechllm.config import EncoderSpec
+    from speechllm.encoders import build_encoder
+    from speechllm.testing import TINY_ENCODERS, tiny_llm_config, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    whisper = {**TINY_ENCODERS["whisper"], "d_model": IN_DIM}
+    encoder = build_encoder(EncoderSpec(family="whisper_transcriber", hf_config=whisper))
+    llm = AutoModelForCausalLM.from_config(AutoConfig.for_model(**tiny_llm_config(len(tokenizer), hidden_size=OUT_DIM)))
+    connector.bind(encoder, llm, tokenizer, whisper_tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="module", params=sorted(CONNECTORS))

@@ -200,7 +200,8 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
                 embeds = embeds.masked_scatter(is_audio[..., None], flat)
             return embeds, None
         spans = placeholder_spans(is_audio)
-        if given > expected or len(spans) != len(audio_embeds) or any(
+        budget = getattr(getattr(self.encoder, "frames", None), "is_budget", False)
+        if not budget or given > expected or len(spans) != len(audio_embeds) or any(
                 len(a) > length for a, (_, _, length) in zip(audio_embeds, spans)):
             raise InputError(f"the prompt has {expected} audio positions but the audio gives {given} embeddings")
         unused = torch.zeros_like(is_audio)
