@@ -16,7 +16,9 @@ MLP on Whisper's decoder states learn what the one-best transcript loses (REFERE
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +88,10 @@ class WhisperTranscriber(AudioEncoder):
         if getattr(generation, "no_timestamps_token_id", None) is not None:
             prompt.append(generation.no_timestamps_token_id)
         self.prompt = prompt
+        # Transcripts of recent windows: asking several questions about one clip decodes it once. Used only while
+        # the weights cannot change (frozen, no gradients); an entry is small (budget x d_model floats).
+        self._recent: OrderedDict[tuple, tuple[torch.Tensor, int]] = OrderedDict()
+        self.recent_windows = 256
         self.suppress = sorted(set(generation.suppress_tokens or []))
         self.begin_suppress = sorted(set(generation.begin_suppress_tokens or []))
 
@@ -126,10 +132,30 @@ class WhisperTranscriber(AudioEncoder):
             features[row, : len(j)] = j
         return features, token_counts
 
-    @torch.no_grad()
     def transcribe_windows(self, windows: list[torch.Tensor], budgets: list[int]):
         """Greedy decoding of windows as one batch: (states (windows, max budget, d_model), tokens per window). Each
-        row's decoding depends on its own audio only (same prompt length, no padding), so batching changes nothing."""
+        row's decoding depends on its own audio only (same prompt length, no padding), so batching changes nothing,
+        and a window decoded recently is taken from `_recent` (same result)."""
+        frozen = not self.training and not any(p.requires_grad for p in self.model.parameters())
+        keys = [(hashlib.sha1(w.detach().float().cpu().numpy().tobytes()).hexdigest(), b)
+                for w, b in zip(windows, budgets)]
+        missing = [i for i, k in enumerate(keys) if not (frozen and k in self._recent)]
+        if missing:
+            states, counts = self._decode([windows[i] for i in missing], [budgets[i] for i in missing])
+            for row, i in enumerate(missing):
+                self._recent[keys[i]] = (states[row, : counts[row]].clone(), counts[row])
+        found = [self._recent[k] for k in keys]
+        for k in keys:
+            self._recent.move_to_end(k)
+        while len(self._recent) > (self.recent_windows if frozen else 0):
+            self._recent.popitem(last=False)
+        out = found[0][0].new_zeros(len(windows), max(budgets), self.output_dim)
+        for row, (window_states, count) in enumerate(found):
+            out[row, :count] = window_states
+        return out, [count for _, count in found]
+
+    @torch.no_grad()
+    def _decode(self, windows: list[torch.Tensor], budgets: list[int]):
         with torch.autocast(device_type="cpu", enabled=False):
             mel = self.feature_extractor([w.float().cpu().numpy() for w in windows], sampling_rate=SAMPLE_RATE,
                                          return_tensors="pt").input_features

@@ -107,3 +107,13 @@ def test_gradients_reach_the_temperature_and_residual_finite():
     grads = [p.grad for p in bridge.parameters() if p.requires_grad]
     assert bridge.log_temperature.grad is not None and all(torch.isfinite(g).all() for g in grads if g is not None)
     assert "vocab_out" not in dict(bridge.named_parameters())
+
+
+def test_a_clip_asked_again_is_not_decoded_again_and_gives_the_same_states():
+    model = bridge_model(tokens_per_second=3.0, min_tokens=4)
+    wave = torch.from_numpy(clip(1.2, 8))[None]
+    first, counts = model.encoder(wave, torch.tensor([wave.shape[1]]))
+    model.encoder._decode = None  # a second decode would fail
+    again, counts_again = model.encoder(wave, torch.tensor([wave.shape[1]]))
+    torch.testing.assert_close(again, first)
+    assert counts_again.tolist() == counts.tolist()
