@@ -2,7 +2,6 @@
 and exit code 1 while the others still run."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
