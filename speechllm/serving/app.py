@@ -79,6 +79,7 @@ def serve(models=None, *, host: str = "127.0.0.1", port: int = 8000, api_key: st
     if config.api_key is None and not _loopback(host):
         log.warning("serving on %s without an API key: anyone who can reach it can use the model", host)
     named = model_ids(models, config)  # names checked before any model loads
+    config.model_name = next(iter(named))
     loaded = {model_id: load(model) if model is None or isinstance(model, (str, Path)) else model
               for model_id, model in named.items()}
     uvicorn.run(create_app(loaded, config), host=host, port=port, log_level=log_level)
