@@ -1,6 +1,8 @@
 """One server, several models: /v1/models lists them, each request's `model` picks one (its own answers, its own
 schema, its own batcher), an unknown id is a 404 naming the served ids, and no id means the first model."""
 
+import threading
+
 import pytest
 
 fastapi = pytest.importorskip("fastapi", reason="serving needs fastapi (pip install -e '.[dev]')")
@@ -124,6 +126,20 @@ def test_each_model_runs_on_its_own_batcher(app, client):
     chat(client, "beta")
     chat(client, "beta", stream=False, temperature=0)
     assert sum(batchers["beta"].batch_sizes.values()) == 2 and not batchers["alpha"].batch_sizes
+
+
+def test_a_seeded_sample_repeats_while_another_model_samples(app, client):
+    """The models' threads share torch's random generator: a seeded answer must not depend on the other model."""
+    seeded = {"temperature": 1.5, "top_p": 0.95, "seed": 7}
+    alone = chat(client, "beta", **seeded)
+    busy = threading.Thread(target=chat, args=(client, "alpha"), kwargs={"temperature": 1.0, "max_tokens": 400,
+                                                                         "min_tokens": 400})
+    busy.start()
+    answers = []
+    while busy.is_alive() or not answers:
+        answers.append(chat(client, "beta", **seeded))
+    busy.join()
+    assert set(answers) == {alone}
 
 
 def test_a_server_of_one_model_answers_whatever_model_is_named(alpha):
