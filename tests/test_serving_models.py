@@ -173,3 +173,13 @@ def test_cli_serve_refuses_clashing_ids_and_missing_packaged_models(alpha, tmp_p
     packaged_at(monkeypatch, "gemma-bridge", tmp_path / "not-built-yet")
     assert cli.main(["serve", "gemma-bridge"]) == 1
     assert "packaged model 'gemma-bridge'" in (err := capsys.readouterr().err) and "is not installed" in err
+
+
+def test_model_ids_come_from_names_folders_and_the_config():
+    from speechllm.serving.app import model_ids
+
+    assert model_ids(["runs/a/final", "mine=runs/b/final", "gemma-bridge"], ServerConfig()) == {
+        "final": "runs/a/final", "mine": "runs/b/final", "gemma-bridge": "gemma-bridge"}
+    assert list(model_ids(None, ServerConfig())) == ["speechllm"]  # the default model, as one model was always named
+    assert list(model_ids(["runs/a/final", "b"], ServerConfig(model_name="named"))) == ["named", "b"]
+    assert list(model_ids(["first=runs/a/final", "b"], ServerConfig(model_name="named"))) == ["first", "b"]

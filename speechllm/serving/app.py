@@ -86,33 +86,34 @@ def serve(models=None, *, host: str = "127.0.0.1", port: int = 8000, api_key: st
 
 
 def model_ids(models, config: ServerConfig) -> dict:
-    """{id: model as given} for `serve`. A folder, hub id or packaged name is served under its last path component
-    ("runs/a/final" -> "final", "gemma-bridge" -> "gemma-bridge"), `ID=PATH` under ID, a model object or None (the
-    default model) under `config.model_name`; a `model_name` set in the config renames the first model. ConfigError
-    when two models would share an id."""
+    """{id: model as given} for `serve`. A mapping's keys are the ids; `ID=PATH` is served as ID; any other folder,
+    hub id or packaged name under its last path component ("runs/a/final" -> "final", "gemma-bridge" ->
+    "gemma-bridge"); a model object or None (the default model) under `config.model_name`, which, set in the
+    config, also renames a first model not named so. ConfigError when two models would share an id."""
     if isinstance(models, Mapping):
-        named = [(str(k), v) for k, v in models.items()]
+        named = [(str(k), v, True) for k, v in models.items()]
     else:
         given = list(models) if isinstance(models, (list, tuple)) else [models]
         named = [_id_and_model(model, config) for model in given or [None]]
-    if config.model_name != ServerConfig.model_name:
-        named[0] = (config.model_name, named[0][1])
-    ids = [model_id for model_id, _ in named]
+    if config.model_name != ServerConfig.model_name and not named[0][2]:
+        named[0] = (config.model_name, named[0][1], True)
+    ids = [model_id for model_id, _, _ in named]
     twice = sorted({x for x in ids if ids.count(x) > 1})
     if twice:
         raise ConfigError(f"two models would both be served as {twice}: name them, e.g. `speechllm serve "
                           f"a=runs/a/final b=runs/b/final`")
-    return dict(named)
+    return {model_id: model for model_id, model, _ in named}
 
 
-def _id_and_model(model, config: ServerConfig) -> tuple[str, object]:
+def _id_and_model(model, config: ServerConfig) -> tuple[str, object, bool]:
+    """(id, model, whether the id was given explicitly as ID=PATH)."""
     if not isinstance(model, (str, Path)):
-        return config.model_name, model
+        return config.model_name, model, False
     text = str(model)
     model_id, sep, path = text.partition("=")
     if sep and model_id and path and not Path(text).exists():  # an existing path wins, even with "=" in its name
-        return model_id, path
-    return Path(text).name or text, model
+        return model_id, path, True
+    return Path(text).name or text, model, False
 
 
 def _loopback(host: str) -> bool:
