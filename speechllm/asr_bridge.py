@@ -55,8 +55,13 @@ class WhisperTranscriber(AudioEncoder):
     default_window_seconds = 30.0
 
     def __init__(self, spec: EncoderSpec):
-        from transformers import AutoConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
-        from transformers import GenerationConfig
+        from transformers import (
+            AutoConfig,
+            GenerationConfig,
+            WhisperConfig,
+            WhisperFeatureExtractor,
+            WhisperForConditionalGeneration,
+        )
 
         if (spec.window_seconds or 30.0) > 30.0:
             raise ConfigError("whisper_transcriber: window_seconds cannot exceed 30 (Whisper's fixed input)")
@@ -212,7 +217,7 @@ class TokenBridge(Connector):
             owner = torch.repeat_interleave(torch.arange(vocab, device=flat.device), lengths.to(flat.device))
             table.index_add_(0, owner, vectors)
             table /= lengths.clamp_min(1).to(table.device, table.dtype)[:, None]
-        self.vocab_out = output
+        self.vocab_out = output.detach()  # a view of Whisper's weights, not a second parameter
         self.table = table
         self.allowed = lengths > 0 if bool((lengths > 0).any()) else torch.ones_like(lengths, dtype=torch.bool)
 
@@ -221,7 +226,9 @@ class TokenBridge(Connector):
             raise ConfigError("token_bridge is not bound to its LLM yet (the model binds it when built)")
         dtype = self.table.dtype
         logits = features.to(self.vocab_out.dtype) @ self.vocab_out.T
-        logits = logits.to(dtype).masked_fill(~self.allowed.to(logits.device), -math.inf)
-        probs = F.softmax(logits / self.log_temperature.exp().to(dtype), dim=-1)
+        # Masked after the temperature: a -inf divided by a trained temperature would make its gradient NaN.
+        logits = (logits.to(dtype) / self.log_temperature.exp().to(dtype)).masked_fill(
+            ~self.allowed.to(logits.device), -math.inf)
+        probs = F.softmax(logits, dim=-1)
         out = probs @ self.table + self.residual(features.to(self.residual[1].weight.dtype)).to(dtype)
         return mask_padding(out, lengths), lengths

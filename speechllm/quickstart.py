@@ -1,6 +1,8 @@
 """`speechllm quickstart`: everything a newcomer runs first, offline, on a laptop CPU.
 
 1. The default model answers about three example clips at once (speech by two voices, and noise).
+   The second shipped model, a speech LLM over Gemma 3 270M (`gemma-bridge`), answers a spoken question and
+   summarizes a spoken passage of about two minutes (skipped, saying why, without the `gemma` extra).
 2. A small synthetic corpus is spoken (espeak-ng and piper voices, labels true by construction).
 3. A small model is trained on it from the packaged Whisper tiny.en weights (the packaged recipe `default`, fewer
    steps), and its attribute heads are fitted (heads.py).
@@ -58,6 +60,49 @@ def answer(model, clips: list[Path]) -> None:
         log.info("%s: %s\n    confidences %s", clip.name, result.text, confidences)
 
 
+def spoken_passages(folder: Path) -> list[tuple[Path, object]]:
+    """A short passage with questions and a long one (one to three minutes) with a summary, spoken by espeak-ng,
+    from the test split's values (never in any training passage)."""
+    from .data.synth import resolve_voices, synthesize
+    from .data.synth.passage_text import make_long_passage, make_passage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    voice = resolve_voices(["espeak:en-us"])[0]
+    spoken = []
+    for name, passage in [("passage-short", make_passage("phone message", "test", rng)),
+                          ("passage-long", make_long_passage("announcement", "test", rng))]:
+        path = folder / f"{name}.wav"
+        sf.write(path, synthesize(voice, passage.text, rng), 16000, subtype="PCM_16")
+        spoken.append((path, passage))
+    return spoken
+
+
+def ask_gemma_bridge(folder: Path) -> None:
+    """The shipped speech LLM over Gemma answers a question about a spoken passage and summarizes a long one."""
+    from . import load
+    from .audio import load_audio
+    from .evaluation.prompt_styles import PROMPT_STYLES
+
+    try:
+        model = load("gemma-bridge")
+    except ConfigError as error:
+        log.warning("(gemma-bridge skipped: %s)", error)
+        return
+    style = PROMPT_STYLES["few-shot"]  # a base LLM: worked examples, then the request
+    (short, passage), (long, long_passage) = spoken_passages(folder)
+    question = passage.questions[0]
+    clip = load_audio(str(short))
+    answer_ = model.chat([{"role": "user", "content": style.parts("question", clip, question=question["question"])}],
+                         max_new_tokens=16)[0]
+    log.info("%s (%.0f s): %s\n    Q: %s\n    A: %s   (expected: %s)", short.name, len(clip) / 16000, passage.text,
+             question["question"], style.clean(answer_), question["answer"])
+    clip = load_audio(str(long))
+    summary = model.chat([{"role": "user", "content": style.parts("summary", clip)}], max_new_tokens=60)[0]
+    log.info("%s (%.0f s) summary: %s\n    reference: %s", long.name, len(clip) / 16000, style.clean(summary),
+             long_passage.summary)
+
+
 def quickstart(out_dir: str | Path = "runs/quickstart", *, clips: int = 400, steps: int = 40, batch_size: int = 8,
                real: str | Path | None = None, eval_limit: int = 40) -> Path:
     """Run the four steps above; returns the output folder (examples, corpus, model, evaluation reports).
@@ -84,6 +129,7 @@ def quickstart(out_dir: str | Path = "runs/quickstart", *, clips: int = 400, ste
         answer(default, examples)
     except ConfigError as error:
         log.warning("(skipped: %s)", error)
+    ask_gemma_bridge(out / "examples")
 
     say(f"2/4 speaking a synthetic corpus of {clips} clips")
     corpus = build_corpus(out / "corpus", clips, seed=1)

@@ -92,3 +92,17 @@ def test_table_holds_the_mean_llm_embedding_of_each_whisper_tokens_text():
     state = bridge.vocab_out[word] * 50.0
     out, lengths = bridge(state[None, None], torch.tensor([1]))
     torch.testing.assert_close(out[0, 0], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_gradients_reach_the_temperature_and_residual_finite():
+    """Whisper tokens without a table row are masked to -inf; their gradient must not poison the temperature."""
+    model = bridge_model()
+    bridge = TokenBridge(WHISPER["d_model"], model.language_model.config.hidden_size)
+    bridge.bind(model.encoder, model.language_model, model.processor.tokenizer, whisper_tokenizer=tiny_tokenizer())
+    assert not bool(bridge.allowed.all())  # special and unknown tokens are masked
+    states = torch.randn(2, 5, WHISPER["d_model"])
+    out, _ = bridge(states, torch.tensor([5, 3]))
+    out.pow(2).sum().backward()
+    grads = [p.grad for p in bridge.parameters() if p.requires_grad]
+    assert bridge.log_temperature.grad is not None and all(torch.isfinite(g).all() for g in grads if g is not None)
+    assert "vocab_out" not in dict(bridge.named_parameters())

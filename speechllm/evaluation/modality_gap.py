@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechllm.audio import SAMPLE_RATE, load_audio
-from speechllm.data.manifest import BadRow, RowParser, parse_json_line
+from speechllm.data.manifest import RowParser
 from speechllm.errors import AudioError, ConfigError, DataError
 from speechllm.inference import check_positive
 from speechllm.metadata import SPEECHLLM_SCHEMA
+from speechllm.records import BadRow, read_jsonl
 
 from . import cascade as cascade_asr
 from .gap_report import write_gap_report
@@ -59,19 +60,17 @@ def read_gap_items(paths, limit: int | None = None) -> tuple[list[GapItem], dict
     `limit`: the first N usable rows of each manifest. DataError when a manifest is missing."""
     items, skipped = [], {}
     for path in [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]:
-        if not path.is_file():
-            raise DataError(f"manifest {path} not found")
+        lines = read_jsonl(path)  # DataError when the file is missing
         parser = RowParser(SPEECHLLM_SCHEMA, path.parent, check_audio=True, task=None)
         bad, kept = skipped.setdefault(str(path), []), 0
-        with path.open("rb") as lines:
-            for number, line in enumerate(lines, 1):
-                if (limit is not None and kept >= limit) or not line.strip():
-                    continue
-                try:
-                    items.append(_item(parse_json_line(line), parser, path, number))
-                    kept += 1
-                except BadRow as e:
-                    bad.append({"line": number, "reason": str(e)})
+        for line in lines:
+            if limit is not None and kept >= limit:
+                break
+            try:
+                items.append(_item(line.row(), parser, path, line.number))
+                kept += 1
+            except BadRow as e:
+                bad.append({"line": line.number, "reason": e.reason})
     return items, skipped
 
 

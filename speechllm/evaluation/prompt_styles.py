@@ -17,8 +17,8 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from speechllm.prompting import instructions
 from speechllm.errors import ConfigError
+from speechllm.prompting import instructions
 
 PASSAGE_SLOT = "{passage}"
 

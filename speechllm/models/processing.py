@@ -84,7 +84,7 @@ class SpeechLLMProcessor:
         chat_template = self.spec.llm.chat_template
         self.max_audio_seconds = self.spec.max_audio_seconds
         if audio_token not in tokenizer.get_vocab():
-            tokenizer.add_special_tokens({"additional_special_tokens": [audio_token]})
+            tokenizer.add_special_tokens({"additional_special_tokens": [audio_token]}, replace_extra_special_tokens=False)
         self.audio_token_id = tokenizer.convert_tokens_to_ids(audio_token)
         if chat_template is not None:
             tokenizer.chat_template = chat_template
