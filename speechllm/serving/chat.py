@@ -30,9 +30,11 @@ from .schemas import (
 router = APIRouter(dependencies=[Depends(authorized)])
 
 
+_STREAM_DOC = {"description": "with stream: true: chat.completion.chunk events, then [DONE]"}
+
+
 @router.post("/v1/chat/completions", response_model=ChatCompletion, response_model_exclude_none=True,
-             responses={200: {"content": {"text/event-stream": {"description": "with stream: true: "
-                                                                               "chat.completion.chunk events, then [DONE]"}}}})
+             responses={200: {"content": {"text/event-stream": _STREAM_DOC}}})
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     """Answer a conversation whose user turns may hold audio. With `response_format` json_schema (or the
     `speechllm` extension) the answer is schema-valid metadata JSON about the one clip, with confidences.

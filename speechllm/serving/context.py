@@ -45,18 +45,10 @@ class ServerState:
     def default(self) -> ServedModel:
         return next(iter(self.models.values()))
 
-    # the first model's parts, as a one-model server has always offered them
-    @property
-    def model(self):
-        return self.default.model
-
     @property
     def batcher(self) -> Batcher:
+        """The first model's batcher (what a server of one model calls its batcher)."""
         return self.default.batcher
-
-    @property
-    def schema(self) -> MetadataSchema:
-        return self.default.schema
 
     def pick(self, model_id: str | None, where: str = "model") -> ServedModel:
         """The model a request names. None: the first model. A server of one model answers whatever id is sent
