@@ -211,12 +211,17 @@ def add_eval_parsers(sub) -> None:
 def cmd_serve(args):
     from .serving import serve
 
-    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, config=args.config)
+    serve(args.models, host=args.host, port=args.port, api_key=args.api_key, config=args.config)
 
 
 def add_serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help="serve a model over HTTP: OpenAI-compatible API, metadata, web page at /")
-    p.add_argument("model", nargs="?", help="saved model directory or hub id (default: the library's default model)")
+    from .models.packaged import packaged_model_names
+
+    p = sub.add_parser("serve", help="serve models over HTTP: OpenAI-compatible API, metadata, web page at /")
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help=f"saved model directory, hub id or packaged model name ({', '.join(packaged_model_names())}), "
+                        "as many as you like; ID=PATH serves PATH as ID. Requests pick one by `model` (the first "
+                        "when they name none; default: the library's default model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` (default: $SPEECHLLM_API_KEY, else none)")

@@ -1,4 +1,6 @@
 import os
+from dataclasses import replace
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -13,6 +15,13 @@ def tone(seconds: float, freq: float = 220.0, rate: int = 16000, seed: int = 0) 
     t = np.arange(int(seconds * rate)) / rate
     wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(len(t))
     return wave.astype(np.float32), rate
+
+
+def packaged_at(monkeypatch, name: str, folder) -> None:
+    """For one test, the packaged model `name` ("default", "gemma-bridge") is `folder` (a saved model, or none)."""
+    from speechllm.models.packaged import PACKAGED_MODELS
+
+    monkeypatch.setitem(PACKAGED_MODELS, name, replace(PACKAGED_MODELS[name], folder=Path(folder)))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 and exit code 1 while the others still run."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import speechllm
 from speechllm.cli import main
 from speechllm.errors import ConfigError, SpeechLLMError
 from speechllm.inference import collect_inputs, infer_clips, split_model_argument
+from tests.conftest import packaged_at
 
 RATE = 16000
 
@@ -106,13 +106,13 @@ def test_model_argument_is_told_from_audio(model_dir, folder):
 
 
 def test_without_a_model_and_no_default_the_error_says_to_pass_one(folder, capsys, monkeypatch):
-    monkeypatch.setattr(speechllm.models.loading, "DEFAULT_MODEL", folder / "no-default-model-here")
+    packaged_at(monkeypatch, "default", folder / "no-default-model-here")
     code, lines, err = run(capsys, folder)
     assert code == 1 and lines == [] and "pass a model path" in err
 
 
 def test_without_a_model_the_default_model_answers(model_dir, folder, capsys, monkeypatch, api_answer):
-    monkeypatch.setattr(speechllm.models.loading, "DEFAULT_MODEL", Path(model_dir))
+    packaged_at(monkeypatch, "default", model_dir)
     code, lines, _ = run(capsys, folder / "a.wav", "--fields", "Gender")
     assert code == 0 and gender(lines[0]) == api_answer(folder / "a.wav")
 

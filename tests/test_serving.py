@@ -23,7 +23,7 @@ import speechllm  # noqa: E402
 from speechllm import cli  # noqa: E402
 from speechllm.serving import ServerConfig, create_app  # noqa: E402
 from speechllm.testing import tiny_model  # noqa: E402
-from tests.conftest import tone  # noqa: E402
+from tests.conftest import packaged_at, tone  # noqa: E402
 
 
 def wav_bytes(seconds: float = 1.0, seed: int = 0, fmt: str = "WAV") -> bytes:
@@ -454,7 +454,7 @@ def test_cli_serve_loads_the_model_and_passes_settings(model, tmp_path, monkeypa
 
 
 def test_cli_serve_errors_are_clear(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(speechllm.models.loading, "DEFAULT_MODEL", tmp_path / "no-default-model-here")
+    packaged_at(monkeypatch, "default", tmp_path / "no-default-model-here")
     assert cli.main(["serve"]) == 1
     assert "pass a model path" in capsys.readouterr().err
     (tmp_path / "bad.yaml").write_text("max_batch: 3\n")

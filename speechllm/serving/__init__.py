@@ -2,9 +2,11 @@
 
     from speechllm.serving import create_app, ServerConfig
     app = create_app(model, ServerConfig(api_key="secret"))    # a FastAPI app; `serve(...)` runs uvicorn
+    app = create_app({"default": model, "gemma-bridge": other})  # several: requests pick one by `model`
 
-Modules: app (factory, serve), routes and chat (endpoints), schemas (request/response bodies), batcher and
-engine (batched generation on one model thread), limits (size, format, duration, auth, audio URLs), config.
+Modules: app (factory, serve, model ids), context (the served models, picking one by id), routes and chat
+(endpoints), schemas (request/response bodies), batcher and engine (batched generation on one thread per model),
+limits (size, format, duration, auth, audio URLs), config.
 """
 
 from speechllm.extras import require_extra

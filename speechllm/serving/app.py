@@ -1,4 +1,4 @@
-"""The HTTP server: `create_app(model, config)` builds the FastAPI app (tests use it in-process), `serve` runs it."""
+"""The HTTP server: `create_app(models, config)` builds the FastAPI app (tests use it in-process), `serve` runs it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import time
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -13,36 +14,46 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__, load
+from ..errors import ConfigError
 from . import chat, routes
 from .batcher import Batcher
 from .config import ServerConfig
-from .context import ServerState
+from .context import ServedModel, ServerState
 from .errors import install_handlers
 from .limits import BodySizeLimit
 
 log = logging.getLogger("speechllm.serving")
 
 
-def create_app(model, config: ServerConfig | None = None) -> FastAPI:
-    """A FastAPI app serving `model` (a SpeechLLMForConditionalGeneration with its processor).
+def create_app(models, config: ServerConfig | None = None) -> FastAPI:
+    """A FastAPI app serving one model (a SpeechLLMForConditionalGeneration with its processor, served as
+    `config.model_name`) or several: a mapping {id: model}, in order, whose first model answers requests that
+    name none. Requests pick a model by their `model` field; GET /v1/models lists them.
 
-    The model runs on one worker thread started by the app's lifespan: use the app under uvicorn, or as
-    `with TestClient(app) as client:` so the lifespan runs."""
+    Each model runs on its own worker thread, started by the app's lifespan: use the app under uvicorn, or as
+    `with TestClient(app) as client:` so the lifespan runs. Limits and auth are the server's, shared by all."""
     config = config or ServerConfig()
-    batcher = Batcher(model, enabled=config.batching, window_ms=config.batch_window_ms,
-                      max_batch_size=config.max_batch_size)
+    if not isinstance(models, Mapping):
+        models = {config.model_name: models}
+    if not models:
+        raise ConfigError("create_app: give at least one model to serve")
+    served = {str(model_id): ServedModel(str(model_id), model, Batcher(
+        model, enabled=config.batching, window_ms=config.batch_window_ms, max_batch_size=config.max_batch_size))
+        for model_id, model in models.items()}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await batcher.start()
+        for entry in served.values():
+            await entry.batcher.start()
         try:
             yield
         finally:
-            await batcher.stop()
+            for entry in served.values():
+                await entry.batcher.stop()
 
     app = FastAPI(title="speechllm", version=__version__, lifespan=lifespan,
-                  description="OpenAI-compatible chat and transcription for a speech LLM, plus speaker metadata.")
-    app.state.speechllm = ServerState(model, config, batcher, int(time.time()))
+                  description="OpenAI-compatible chat and transcription for speech LLMs, plus speaker metadata.")
+    app.state.speechllm = ServerState(served, config, int(time.time()))
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     install_handlers(app)
     app.include_router(routes.public)
@@ -52,10 +63,12 @@ def create_app(model, config: ServerConfig | None = None) -> FastAPI:
     return app
 
 
-def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+def serve(models=None, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           config: str | Path | ServerConfig | None = None, log_level: str = "info") -> None:
-    """Load the model (a path, None for the default, or a model object) and serve it with uvicorn until stopped.
-    The API key comes from `api_key`, else the config file, else $SPEECHLLM_API_KEY."""
+    """Load the models and serve them with uvicorn until stopped. `models`: None for the default model; one
+    model (a folder, hub id, packaged name such as "gemma-bridge", or a model object); a list of them; or a
+    mapping {id: model}. See `model_ids` for the ids. The API key comes from `api_key`, else the config file,
+    else $SPEECHLLM_API_KEY."""
     import uvicorn
 
     if not isinstance(config, ServerConfig):
@@ -65,10 +78,42 @@ def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, api_key: str
     config.api_key = config.api_key or os.environ.get("SPEECHLLM_API_KEY") or None
     if config.api_key is None and not _loopback(host):
         log.warning("serving on %s without an API key: anyone who can reach it can use the model", host)
-    if isinstance(model, (str, Path)) and config.model_name == ServerConfig.model_name:
-        config.model_name = Path(model).name or config.model_name  # what /v1/models reports
-    model = load(model) if model is None or isinstance(model, (str, Path)) else model
-    uvicorn.run(create_app(model, config), host=host, port=port, log_level=log_level)
+    named = model_ids(models, config)  # names checked before any model loads
+    config.model_name = next(iter(named))
+    loaded = {model_id: load(model) if model is None or isinstance(model, (str, Path)) else model
+              for model_id, model in named.items()}
+    uvicorn.run(create_app(loaded, config), host=host, port=port, log_level=log_level)
+
+
+def model_ids(models, config: ServerConfig) -> dict:
+    """{id: model as given} for `serve`. A mapping's keys are the ids; `ID=PATH` is served as ID; any other folder,
+    hub id or packaged name under its last path component ("runs/a/final" -> "final", "gemma-bridge" ->
+    "gemma-bridge"); a model object or None (the default model) under `config.model_name`, which, set in the
+    config, also renames a first model not named so. ConfigError when two models would share an id."""
+    if isinstance(models, Mapping):
+        named = [(str(k), v, True) for k, v in models.items()]
+    else:
+        given = list(models) if isinstance(models, (list, tuple)) else [models]
+        named = [_id_and_model(model, config) for model in given or [None]]
+    if config.model_name != ServerConfig.model_name and not named[0][2]:
+        named[0] = (config.model_name, named[0][1], True)
+    ids = [model_id for model_id, _, _ in named]
+    twice = sorted({x for x in ids if ids.count(x) > 1})
+    if twice:
+        raise ConfigError(f"two models would both be served as {twice}: name them, e.g. `speechllm serve "
+                          f"a=runs/a/final b=runs/b/final`")
+    return {model_id: model for model_id, model, _ in named}
+
+
+def _id_and_model(model, config: ServerConfig) -> tuple[str, object, bool]:
+    """(id, model, whether the id was given explicitly as ID=PATH)."""
+    if not isinstance(model, (str, Path)):
+        return config.model_name, model, False
+    text = str(model)
+    model_id, sep, path = text.partition("=")
+    if sep and model_id and path and not Path(text).exists():  # an existing path wins, even with "=" in its name
+        return model_id, path, True
+    return Path(text).name or text, model, False
 
 
 def _loopback(host: str) -> bool:

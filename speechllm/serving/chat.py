@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from ..audio import SAMPLE_RATE
-from .context import ServerState, answer, authorized, clip_from_bytes, parse_fields, state
+from .context import ServedModel, ServerState, answer, authorized, clip_from_bytes, parse_fields, state
 from .engine import Answer, GenerateSettings, Job, MetaSettings
 from .errors import APIError, error_body
 from .limits import b64decode, fetch_audio_url
@@ -30,21 +30,23 @@ from .schemas import (
 router = APIRouter(dependencies=[Depends(authorized)])
 
 
-STREAM_DESCRIPTION = "with stream: true: chat.completion.chunk events, then [DONE]"
+_STREAM_DOC = {"description": "with stream: true: chat.completion.chunk events, then [DONE]"}
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, response_model_exclude_none=True,
-             responses={200: {"content": {"text/event-stream": {"description": STREAM_DESCRIPTION}}}})
+             responses={200: {"content": {"text/event-stream": _STREAM_DOC}}})
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     """Answer a conversation whose user turns may hold audio. With `response_format` json_schema (or the
-    `speechllm` extension) the answer is schema-valid metadata JSON about the one clip, with confidences."""
+    `speechllm` extension) the answer is schema-valid metadata JSON about the one clip, with confidences.
+    `model` picks one of the served models (absent: the first)."""
     server = state(request)
-    fields = metadata_fields(server, body)  # the cheap checks before any audio is decoded
+    served = server.pick(body.model)
+    fields = metadata_fields(served, body)  # the cheap checks before any audio is decoded
     limit = body.max_completion_tokens or body.max_tokens
     if limit is not None and limit > server.config.max_tokens_limit:
         raise APIError(400, f"max_tokens={limit} is above this server's limit of {server.config.max_tokens_limit} "
                             f"(max_tokens_limit)", "max_tokens_too_large", "max_tokens")
-    conversation, clips = await to_conversation(server, body)
+    conversation, clips = await to_conversation(server, served, body)
     if fields is not None:
         if len(clips) != 1:
             raise APIError(400, f"metadata answers are about one clip; this request has {len(clips)} audio parts",
@@ -58,16 +60,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(request, server, job, cid, created, usage), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
-    result = await answer(request, job)
-    return ChatCompletion(id=cid, created=created, model=server.config.model_name, usage=_usage(result),
+        return StreamingResponse(_stream(request, server, served, job, cid, created, usage),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    result = await answer(request, served, job)
+    return ChatCompletion(id=cid, created=created, model=served.id, usage=_usage(result),
                           choices=[Choice(message=AssistantMessage(content=result.text),
                                           finish_reason=result.finish_reason)],
                           speechllm=_extension(result))
 
 
-async def to_conversation(server: ServerState, body: ChatCompletionRequest) -> tuple[list[dict], list]:
+async def to_conversation(server: ServerState, served: ServedModel,
+                          body: ChatCompletionRequest) -> tuple[list[dict], list]:
     """OpenAI messages -> the processor's conversation (audio parts as 16 kHz arrays), and the clips in order."""
     conversation, clips = [], []
     for i, message in enumerate(body.messages):
@@ -90,16 +93,16 @@ async def to_conversation(server: ServerState, body: ChatCompletionRequest) -> t
                 raw, declared = b64decode(part.input_audio.data, f"{where}.input_audio.data"), part.input_audio.format
             else:
                 raw, declared = await fetch_audio_url(part.audio_url.url, server.config, f"{where}.audio_url")
-            clips.append((await clip_from_bytes(server, raw, where, declared), SAMPLE_RATE))
+            clips.append((await clip_from_bytes(server, served, raw, where, declared), SAMPLE_RATE))
             parts.append({"type": "audio", "audio": clips[-1]})
         conversation.append({"role": role, "content": parts})
     return conversation, clips
 
 
-def metadata_fields(server: ServerState, body: ChatCompletionRequest) -> tuple[str, ...] | None:
+def metadata_fields(served: ServedModel, body: ChatCompletionRequest) -> tuple[str, ...] | None:
     """The metadata fields a request asks for: () for all, None when it asks for plain text."""
     if body.speechllm is not None:
-        return parse_fields(server, body.speechllm.fields, "speechllm.fields") or ()
+        return parse_fields(served, body.speechllm.fields, "speechllm.fields") or ()
     fmt = body.response_format
     if fmt is None or fmt.type == "text":
         return None
@@ -108,9 +111,9 @@ def metadata_fields(server: ServerState, body: ChatCompletionRequest) -> tuple[s
     properties = fmt.json_schema.schema_.get("properties") if fmt.json_schema else None
     if not isinstance(properties, dict) or not properties:
         raise APIError(400, f"response_format.json_schema.schema needs `properties` naming metadata fields of this "
-                            f"model: {server.schema.names} (see GET /v1/schema)", "invalid_response_format",
+                            f"model: {served.schema.names} (see GET /v1/schema)", "invalid_response_format",
                        "response_format")
-    return parse_fields(server, list(properties), "response_format.json_schema.schema.properties")
+    return parse_fields(served, list(properties), "response_format.json_schema.schema.properties")
 
 
 def _usage(result: Answer) -> Usage:
@@ -125,18 +128,19 @@ def _extension(result: Answer) -> MetadataExtension | None:
     return MetadataExtension(metadata=meta.values, confidences=meta.confidences, valid=meta.valid, error=meta.error)
 
 
-async def _stream(request: Request, server: ServerState, job: Job, cid: str, created: int, include_usage: bool):
+async def _stream(request: Request, server: ServerState, served: ServedModel, job: Job, cid: str, created: int,
+                  include_usage: bool):
     """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`. Generation is stopped (the job's
     cancel event, read by a stopping criterion) when the client disconnects or the stream is closed early."""
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     if job.kind == "generate":  # metadata answers come whole: the constraint decodes them as one batch
         job.on_text = lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece)
-    task = asyncio.ensure_future(server.batcher.submit(job, server.config.request_timeout_s))
+    task = asyncio.ensure_future(served.batcher.submit(job, server.config.request_timeout_s))
     task.add_done_callback(lambda _: pieces.put_nowait(None))  # also ends the loop when the job never ran
 
     def event(delta: Delta, finish=None, usage=None, extension=None) -> str:
-        chunk = ChatCompletionChunk(id=cid, created=created, model=server.config.model_name, usage=usage,
+        chunk = ChatCompletionChunk(id=cid, created=created, model=served.id, usage=usage,
                                     choices=[] if delta is None else [ChunkChoice(delta=delta, finish_reason=finish)])
         data = chunk.model_dump(exclude_none=True)
         if extension is not None:

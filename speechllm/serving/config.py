@@ -15,7 +15,7 @@ from ..errors import ConfigError
 class ServerConfig:
     """Everything `create_app` needs besides the model. Every field can be set in `--config limits.yaml`."""
 
-    model_name: str = "speechllm"  # the id /v1/models reports and responses echo
+    model_name: str = "speechllm"  # the first model's id (default: its folder or packaged name), as /v1/models lists it
     api_key: str | None = None  # when set, /v1/* needs `Authorization: Bearer <api_key>`
     # limits
     max_body_bytes: int = 25 * 1024 * 1024

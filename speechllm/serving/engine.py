@@ -6,6 +6,7 @@ stopping criterion reads them, so a request whose client left or timed out stops
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -115,6 +116,11 @@ class TextStreamer(BaseStreamer):
             self.sent = len(text)
 
 
+# Sampling draws from torch's global generator, which every model thread shares: a sampling generate holds this lock,
+# so a seeded answer repeats whatever the server's other models are doing meanwhile. Greedy decoding runs in parallel.
+_SAMPLING = threading.Lock()
+
+
 def run_batch(model, jobs: list[Job]) -> list[Answer]:
     """Answers to jobs of one kind and equal settings, as one batched generate."""
     if jobs[0].kind == "meta":
@@ -129,11 +135,12 @@ def _device_batch(model, conversations):
 def _run_generate(model, jobs: list[Job]) -> list[Answer]:
     settings = jobs[0].settings
     batch = _device_batch(model, [job.payload for job in jobs])
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
     streamer = TextStreamer(model.processor.tokenizer, jobs[0].on_text) if jobs[0].on_text else None
-    tokens = model.generate(**batch, **settings.generate_kwargs(), streamer=streamer,
-                            stopping_criteria=StoppingCriteriaList([CancelRows([j.cancel for j in jobs])]))
+    with _SAMPLING if settings.temperature > 0 else contextlib.nullcontext():
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        tokens = model.generate(**batch, **settings.generate_kwargs(), streamer=streamer,
+                                stopping_criteria=StoppingCriteriaList([CancelRows([j.cancel for j in jobs])]))
     return _answers(model, batch, tokens.tolist(), set(model.processor.end_of_turn_ids))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import ValidationError
@@ -44,20 +44,23 @@ async def page():
 @public.get("/health", response_model=Health)
 async def health(request: Request):
     server = state(request)
-    return Health(model=server.config.model_name, auth_required=server.config.api_key is not None,
-                  busy=server.batcher.busy, queued=server.batcher.queued)
+    batchers = [served.batcher for served in server.models.values()]
+    return Health(model=server.default.id, auth_required=server.config.api_key is not None,
+                  busy=any(b.busy for b in batchers), queued=sum(b.queued for b in batchers))
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def models(request: Request):
+    """Every model this server serves; the first answers requests that name none."""
     server = state(request)
-    return ModelList(data=[ModelCard(id=server.config.model_name, created=server.created)])
+    return ModelList(data=[ModelCard(id=model_id, created=server.created) for model_id in server.models])
 
 
 @router.get("/v1/schema", response_model=SchemaResponse)
-async def schema(request: Request):
+async def schema(request: Request, model: str | None = Query(None, description="a served model's id (absent: "
+                                                                               "the first model)")):
     """The model's metadata fields (name, kind, labels) and the JSON Schema of a full answer."""
-    model_schema = state(request).schema
+    model_schema = state(request).pick(model).schema
     fields = [SchemaField(name=f.name, kind=f.kind, labels=list(f.labels), description=f.description)
               for f in model_schema.fields]
     return SchemaResponse(fields=fields, json_schema=model_schema.json_schema())
@@ -66,17 +69,18 @@ async def schema(request: Request):
 @router.post("/v1/audio/transcriptions", response_model=Transcription | VerboseTranscription,
              responses={200: {"content": {"text/plain": {"description": "with response_format=text"}}}})
 async def transcriptions(request: Request, file: UploadFile = File(description="wav, mp3, flac or ogg"),
-                         model: str | None = Form(None, description="ignored: this server serves one model"),
+                         model: str | None = Form(None, description="a served model's id (absent: the first)"),
                          response_format: Literal["json", "text", "verbose_json"] = Form("json"),
                          temperature: float = Form(0.0, ge=0, le=2, description="0: greedy"),
                          language: str | None = Form(None, description="ignored"),
                          prompt: str | None = Form(None, description="ignored")):
     """OpenAI's transcription upload: the model's plain ASR instruction about the clip."""
     server = state(request)
-    clip = await clip_from_bytes(server, await file.read(), "file", filename=file.filename)
+    served = server.pick(model)
+    clip = await clip_from_bytes(server, served, await file.read(), "file", filename=file.filename)
     settings = GenerateSettings(max_tokens=server.config.default_max_tokens, temperature=temperature)
-    result = await answer(request, Job("generate", [prompt_message(instructions("asr")[0], (clip, SAMPLE_RATE))],
-                                       settings))
+    result = await answer(request, served, Job("generate", [prompt_message(instructions("asr")[0],
+                                                                           (clip, SAMPLE_RATE))], settings))
     if response_format == "text":
         return PlainTextResponse(result.text)
     if response_format == "verbose_json":
@@ -89,7 +93,8 @@ _METADATA_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary", "description": "wav, mp3, flac or ogg"},
         "fields": {"type": "array", "items": {"type": "string"},
-                   "description": "metadata fields, repeated or comma-separated (absent: all)"}}}}}}}
+                   "description": "metadata fields, repeated or comma-separated (absent: all)"},
+        "model": {"type": "string", "description": "a served model's id (absent: the first)"}}}}}}}
 
 
 @router.post("/v1/metadata", response_model=MetadataResponse, openapi_extra=_METADATA_BODY)
@@ -104,19 +109,23 @@ async def metadata(request: Request):
             raise APIError(400, "multipart body needs a `file` part with the audio", "invalid_request", "file")
         raw, declared, filename = await upload.read(), form.get("format"), upload.filename
         fields = form.getlist("fields") or None
+        model = form.get("model") if isinstance(form.get("model"), str) else None
     elif kind in ("application/json", ""):
         try:
             body = MetadataRequest.model_validate_json(await request.body())
         except ValidationError as e:
             raise RequestValidationError([{**x, "loc": ("body", *x["loc"])} for x in e.errors()]) from None
         raw, declared, filename, fields = b64decode(body.audio, "audio"), body.format, None, body.fields
+        model = body.model
     else:
         raise APIError(415, f"send application/json or multipart/form-data, not {kind!r}", "unsupported_media_type")
-    names = parse_fields(server, fields, "fields")
-    clip = await clip_from_bytes(server, raw, "audio", declared if isinstance(declared, str) else None, filename)
-    result = await answer(request, Job("meta", (clip, SAMPLE_RATE), MetaSettings(names)))
+    served = server.pick(model)
+    names = parse_fields(served, fields, "fields")
+    clip = await clip_from_bytes(server, served, raw, "audio", declared if isinstance(declared, str) else None,
+                                 filename)
+    result = await answer(request, served, Job("meta", (clip, SAMPLE_RATE), MetaSettings(names)))
     meta = result.metadata
-    return MetadataResponse(model=server.config.model_name, metadata=meta.values, confidences=meta.confidences,
+    return MetadataResponse(model=served.id, metadata=meta.values, confidences=meta.confidences,
                             valid=meta.valid, error=meta.error, text=result.text,
                             usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
                                         total_tokens=result.prompt_tokens + result.completion_tokens))

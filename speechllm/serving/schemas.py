@@ -72,7 +72,8 @@ class StreamOptions(_Request):
 
 
 class ChatCompletionRequest(_Request):
-    model: str | None = Field(None, description="ignored: this server serves one model")
+    model: str | None = Field(None, description="a served model's id (see /v1/models; absent: the first model). "
+                                                "A server of one model answers whatever id is sent")
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens")
@@ -163,6 +164,7 @@ class MetadataRequest(_Request):
     audio: str = Field(description="the encoded audio file, base64")
     format: str | None = Field(None, description=f"one of {list(AUDIO_FORMATS)}; absent: detected from the bytes")
     fields: list[str] | None = Field(None, description="metadata fields to answer, in this order (None: all)")
+    model: str | None = Field(None, description="a served model's id (absent: the first model)")
 
 
 class MetadataResponse(MetadataExtension):

@@ -21,13 +21,30 @@ async function call(path, options) {
   return data;
 }
 
+// The model that answers: the picker's choice on a server of several models, else the server's first ("" sends none).
+const chosenModel = () => $("model-pick").value;
+
 async function init() {
   const health = await (await fetch("/health")).json();
   $("model").textContent = "model: " + health.model;
   $("key-box").hidden = !health.auth_required;
   $("api-key").value = localStorage.getItem("speechllm-key") || "";
   try {
-    const schema = await call("/v1/schema", {});
+    const ids = (await call("/v1/models", {})).data.map((card) => card.id);
+    const pick = $("model-pick"), previous = pick.value;
+    pick.innerHTML = "";
+    for (const id of ids) pick.add(new Option(id, id));
+    if (ids.includes(previous)) pick.value = previous;
+    pick.hidden = ids.length < 2;
+    if (ids.length > 1) $("model").textContent = "model:";
+    await showFields();
+  } catch (e) { showError(e); }
+}
+
+// One checkbox per metadata field of the chosen model.
+async function showFields() {
+  try {
+    const schema = await call("/v1/schema" + (chosenModel() ? "?model=" + encodeURIComponent(chosenModel()) : ""), {});
     $("fields").innerHTML = "";
     for (const field of schema.fields) {
       const label = document.createElement("label");
@@ -95,14 +112,15 @@ async function run(what) {
     if (what === "transcribe") {
       const form = new FormData();
       form.append("file", clip.blob, clip.name);
-      form.append("model", "speechllm");
+      if (chosenModel()) form.append("model", chosenModel());
       data = await call("/v1/audio/transcriptions", { method: "POST", body: form });
       show({ transcript: data.text }, data);
     } else if (instruction) {
       const audio = { type: "input_audio", input_audio: { data: await base64(clip.blob), format: format(clip.name) } };
       data = await call("/v1/chat/completions", {
         method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ messages: [{ role: "user", content: [{ type: "text", text: instruction }, audio] }] }),
+        body: JSON.stringify({ model: chosenModel() || undefined,
+                               messages: [{ role: "user", content: [{ type: "text", text: instruction }, audio] }] }),
       });
       show({ answer: data.choices[0].message.content }, data);
     } else {
@@ -111,6 +129,7 @@ async function run(what) {
       const fields = [...document.querySelectorAll("#fields input:checked")].map((x) => x.value);
       if (!fields.length) throw new Error("choose at least one field, or type an instruction");
       fields.forEach((f) => form.append("fields", f));
+      if (chosenModel()) form.append("model", chosenModel());
       data = await call("/v1/metadata", { method: "POST", body: form });
       show({ transcript: data.metadata.Transcript, metadata: data }, data);
     }
@@ -155,6 +174,7 @@ function showError(e) {
 }
 
 $("api-key").addEventListener("change", () => { $("result").hidden = true; init(); });
+$("model-pick").addEventListener("change", () => { $("result").hidden = true; showFields(); });
 $("analyze").addEventListener("click", () => run("analyze"));
 $("transcribe").addEventListener("click", () => run("transcribe"));
 init();
