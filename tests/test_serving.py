@@ -19,7 +19,6 @@ fastapi = pytest.importorskip("fastapi", reason="serving needs fastapi (pip inst
 uvicorn = pytest.importorskip("uvicorn")
 from fastapi.testclient import TestClient  # noqa: E402
 
-import speechllm  # noqa: E402
 from speechllm import cli  # noqa: E402
 from speechllm.serving import ServerConfig, create_app  # noqa: E402
 from speechllm.testing import tiny_model  # noqa: E402
