@@ -136,31 +136,8 @@ def build_corpus(out_dir: str | os.PathLike, num_utterances: int, *, seed: int =
 
     tasks, pool = plan_corpus(int(num_utterances), chosen, seed=int(seed), negatives_fraction=negatives_fraction,
                               augment=augment, splits=splits)
-    durations: dict[int, float] = {}
-    skipped: Counter = Counter()
-    todo = []
-    for task in tasks:
-        path = out / task["audio"]
-        if path.exists():
-            durations[task["index"]] = round(sf.info(path).frames / SAMPLE_RATE, 3)
-        else:
-            todo.append(task)
-    jobs = [(task, int(seed), str(out)) for task in todo]
-    with tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="synthesizing", unit="clip",
-              disable=not progress) as bar:
-        if workers == 1 or len(jobs) <= 1:
-            results = map(_render_star, jobs)
-            for index, seconds, why in results:
-                _collect(index, seconds, why, durations, skipped, bar)
-        else:
-            # fork where the platform has it: a spawned worker would re-import `speechllm`, which pulls in
-            # torch and transformers (~10 s each). Workers use no torch, so its thread pools do not matter;
-            # piper sessions run on one thread and load lazily inside each worker.
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with context.Pool(int(workers)) as workers_pool:
-                for index, seconds, why in workers_pool.imap_unordered(_render_star, jobs, chunksize=4):
-                    _collect(index, seconds, why, durations, skipped, bar)
+    durations, skipped = render_missing(tasks, out, int(seed), _render_star, workers=workers, desc="synthesizing",
+                                        progress=progress, chunksize=4)
 
     rows = {split: [] for split in SPLITS}
     for task in tasks:
@@ -173,12 +150,41 @@ def build_corpus(out_dir: str | os.PathLike, num_utterances: int, *, seed: int =
     return out
 
 
-def _collect(index, seconds, why, durations, skipped, bar):
-    if seconds is None:
-        skipped[why] += 1
-    else:
-        durations[index] = seconds
-    bar.update(1)
+def render_missing(tasks: list[dict], out: Path, seed: int, render, *, workers: int, desc: str, progress: bool,
+                   chunksize: int) -> tuple[dict[int, float], Counter]:
+    """Render every planned clip whose file is not there yet with `render((task, seed, out))` -> (index, seconds or
+    None, why skipped), in `workers` processes -> (seconds per index, skip reasons). Clips already written (an
+    interrupted build) are only measured, so a resumed build gives the same files."""
+    durations: dict[int, float] = {}
+    skipped: Counter = Counter()
+    jobs = []
+    for task in tasks:
+        path = out / task["audio"]
+        if path.exists():
+            durations[task["index"]] = round(sf.info(path).frames / SAMPLE_RATE, 3)
+        else:
+            jobs.append((task, seed, str(out)))
+
+    def collect(results, bar):
+        for index, seconds, why in results:
+            if seconds is None:
+                skipped[why] += 1
+            else:
+                durations[index] = seconds
+            bar.update(1)
+
+    with tqdm(total=len(tasks), initial=len(tasks) - len(jobs), desc=desc, unit="clip", disable=not progress) as bar:
+        if workers == 1 or len(jobs) <= 1:
+            collect(map(render, jobs), bar)
+        else:
+            # fork where the platform has it: a spawned worker would re-import `speechllm`, which pulls in
+            # torch and transformers (~10 s each). Workers use no torch, so its thread pools do not matter;
+            # piper sessions run on one thread and load lazily inside each worker.
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            with context.Pool(int(workers)) as pool:
+                collect(pool.imap_unordered(render, jobs, chunksize=chunksize), bar)
+    return durations, skipped
 
 
 def _row(task: dict, seconds: float) -> dict:

@@ -14,17 +14,15 @@ generator `[seed, index]`, so the files do not depend on the number of workers o
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from speechllm.data.synth.augment import AugmentConfig, apply_augmentation, draw_augmentation
-from speechllm.data.synth.corpus import _claim, _write_text, pick_from, sample_voice
+from speechllm.data.synth.corpus import _claim, _write_text, pick_from, render_missing, sample_voice
 from speechllm.data.synth.passage_kinds import KINDS
 from speechllm.data.synth.passage_text import make_long_passage, make_passage
 from speechllm.data.synth.sentences import SPLITS, check_fractions
@@ -106,31 +104,8 @@ def build_passages(out_dir: str | os.PathLike, count: int, *, long_count: int = 
                  "voices": sorted(v.id for v in chosen), "augment_prob": float(augment_prob), "splits": list(splits)})
 
     tasks = plan_passages(int(count), int(long_count), chosen, seed=int(seed), augment=augment, splits=splits)
-    durations, skipped = {}, Counter()
-    todo = []
-    for task in tasks:
-        path = out / task["audio"]
-        if path.exists():
-            durations[task["index"]] = round(sf.info(path).frames / SAMPLE_RATE, 3)
-        else:
-            todo.append((task, int(seed), str(out)))
-    with tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="speaking passages", unit="clip",
-              disable=not progress) as bar:
-        if workers == 1 or len(todo) <= 1:
-            results = map(_render_star, todo)
-        else:  # fork, as build_corpus does: a spawned worker would import torch for nothing
-            methods = multiprocessing.get_all_start_methods()
-            pool = multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(int(workers))
-            results = pool.imap_unordered(_render_star, todo, chunksize=2)
-        for index, seconds, why in results:
-            if seconds is None:
-                skipped[why] += 1
-            else:
-                durations[index] = seconds
-            bar.update(1)
-        if workers > 1 and len(todo) > 1:
-            pool.close()
-            pool.join()
+    durations, skipped = render_missing(tasks, out, int(seed), _render_star, workers=workers,
+                                        desc="speaking passages", progress=progress, chunksize=2)
 
     rows = {split: [passage_row(t, durations[t["index"]]) for t in tasks if t["split"] == split
                     and t["index"] in durations] for split in SPLITS}
