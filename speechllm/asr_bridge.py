@@ -191,27 +191,40 @@ class WhisperTranscriber(AudioEncoder):
 class TokenBridge(Connector):
     """Whisper decoder states -> LLM input embeddings through Whisper's own token distribution.
 
-    Needs `bind(encoder, language_model, tokenizer)` (the model calls it) to build its fixed table; the table and
+    With `expand` 1 (the first shipped bridge) a Whisper token reaches the LLM as one position: the mean LLM
+    embedding of its text. With `expand` K > 1 it takes as many positions as the LLM's tokenizer gives its text (up
+    to K), each the LLM embedding of that piece: " 1987" is one Whisper token but four Gemma digits, and their mean
+    reads as none of them. Sub-position j mixes the pieces j of the tokens that have one, weighted by Whisper's
+    probabilities; the most likely token decides how many sub-positions a step takes. `positions_per_token` sizes the
+    prompt's budget (LLM positions per Whisper token); a transcript that expands beyond it is cut there.
+
+    Needs `bind(encoder, language_model, tokenizer)` (the model calls it) to build its fixed tables; the tables and
     Whisper's output layer are buffers rebuilt at load, never saved. Trains `temperature` and the residual MLP."""
 
     def __init__(self, input_dim: int, output_dim: int, frame_rate: float = 6.0, *, temperature: float = 1.0,
-                 hidden: int = 1024):
+                 hidden: int = 1024, expand: int = 1, positions_per_token: float = 1.0):
         super().__init__()
+        if int(expand) < 1 or not positions_per_token >= 1.0:
+            raise ConfigError("token_bridge: expand must be >= 1 and positions_per_token >= 1")
+        self.expand = int(expand)
+        self.positions_per_token = float(positions_per_token)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
         self.residual = nn.Sequential(nn.LayerNorm(input_dim), nn.Linear(input_dim, hidden), nn.GELU(),
                                       nn.Linear(hidden, output_dim))
         nn.init.zeros_(self.residual[-1].weight)  # starts as the plain bridge
         nn.init.zeros_(self.residual[-1].bias)
         self.register_buffer("vocab_out", None, persistent=False)  # (whisper vocab, input_dim)
-        self.register_buffer("table", None, persistent=False)  # (whisper vocab, output_dim)
+        self.register_buffer("table", None, persistent=False)  # (whisper vocab, output_dim): piece 0 (or the mean)
         self.register_buffer("allowed", None, persistent=False)  # text tokens with a table row
+        self.register_buffer("pieces", None, persistent=False)  # (whisper vocab,) LLM pieces used, 1..expand
+        self.later: list[tuple[torch.Tensor, torch.Tensor]] = []  # per sub-position j >= 1: (token ids, rows)
 
     @staticmethod
-    def token_count(num_frames, **options):
-        return num_frames
+    def token_count(num_frames, *, positions_per_token: float = 1.0, **options):
+        return math.ceil(num_frames * positions_per_token)
 
     def output_length(self, num_frames: int) -> int:
-        return num_frames
+        return self.token_count(num_frames, positions_per_token=self.positions_per_token)
 
     @property
     def bound(self) -> bool:
@@ -219,9 +232,9 @@ class TokenBridge(Connector):
 
     @torch.no_grad()
     def bind(self, encoder: nn.Module, language_model: nn.Module, tokenizer, whisper_tokenizer=None) -> None:
-        """Build the table from Whisper's tokenizer (by default the one saved with the encoder's weights) and the
-        LLM's tokenizer and input embeddings. Without a Whisper tokenizer (random test encoders) the table is empty
-        and only the residual path speaks."""
+        """Build the tables from Whisper's tokenizer (by default the one saved with the encoder's weights) and the
+        LLM's tokenizer and input embeddings. Without a Whisper tokenizer (random test encoders) the tables are
+        empty and only the residual path speaks."""
         from transformers import AutoTokenizer
 
         if not isinstance(encoder, WhisperTranscriber):
@@ -229,23 +242,37 @@ class TokenBridge(Connector):
                               "whisper_transcriber")
         source = encoder.spec.name_or_path
         if whisper_tokenizer is None and source:
-            whisper_tokenizer = AutoTokenizer.from_pretrained(source)
+            whisper_tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         output = encoder.model.get_output_embeddings().weight
         vocab = output.shape[0]
         embedding = language_model.get_input_embeddings()
+        device = embedding.weight.device
         texts = [whisper_tokenizer.decode([i]) if whisper_tokenizer and i < encoder.end_of_text else ""
                  for i in range(vocab)]
         ids = tokenizer(texts, add_special_tokens=False).input_ids if whisper_tokenizer else [[] for _ in texts]
+        if self.expand > 1:
+            ids = [row[: self.expand] for row in ids]
         lengths = torch.tensor([len(i) for i in ids])
-        flat = torch.tensor([t for row in ids for t in row], dtype=torch.long, device=embedding.weight.device)
-        table = torch.zeros(vocab, embedding.weight.shape[1], dtype=torch.float32, device=flat.device)
-        if len(flat):
-            vectors = embedding(flat).float()  # the module, so scaled embeddings (Gemma) come out as the LLM reads them
-            owner = torch.repeat_interleave(torch.arange(vocab, device=flat.device), lengths.to(flat.device))
-            table.index_add_(0, owner, vectors)
-            table /= lengths.clamp_min(1).to(table.device, table.dtype)[:, None]
+
+        def embed(flat_ids):  # the module, so scaled embeddings (Gemma) come out as the LLM reads them
+            return embedding(torch.tensor(flat_ids, dtype=torch.long, device=device)).float()
+
+        table = torch.zeros(vocab, embedding.weight.shape[1], dtype=torch.float32, device=device)
+        if self.expand == 1 and int(lengths.sum()):
+            owner = torch.repeat_interleave(torch.arange(vocab, device=device), lengths.to(device))
+            table.index_add_(0, owner, embed([t for row in ids for t in row]))
+            table /= lengths.clamp_min(1).to(device, table.dtype)[:, None]
+        elif int(lengths.sum()):
+            first = [i for i, row in enumerate(ids) if row]
+            table[first] = embed([ids[i][0] for i in first])
+        self.later = []
+        for j in range(1, self.expand):
+            having = [i for i, row in enumerate(ids) if len(row) > j]
+            rows = embed([ids[i][j] for i in having]) if having else table.new_zeros(0, table.shape[1])
+            self.later.append((torch.tensor(having, dtype=torch.long, device=device), rows))
         self.vocab_out = output.detach()  # a view of Whisper's weights, not a second parameter
         self.table = table
+        self.pieces = lengths.clamp_min(1).to(device)
         self.allowed = lengths > 0 if bool((lengths > 0).any()) else torch.ones_like(lengths, dtype=torch.bool)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
@@ -257,5 +284,25 @@ class TokenBridge(Connector):
         logits = (logits.to(dtype) / self.log_temperature.exp().to(dtype)).masked_fill(
             ~self.allowed.to(logits.device), -math.inf)
         probs = F.softmax(logits, dim=-1)
-        out = probs @ self.table + self.residual(features.to(self.residual[1].weight.dtype)).to(dtype)
-        return mask_padding(out, lengths), lengths
+        residual = self.residual(features.to(self.residual[1].weight.dtype)).to(dtype)
+        out = probs @ self.table + residual
+        if self.expand == 1:
+            return mask_padding(out, lengths), lengths
+        return self._expanded(out, probs, residual, lengths)
+
+    def _expanded(self, first: torch.Tensor, probs: torch.Tensor, residual: torch.Tensor, lengths: torch.Tensor):
+        """Each step's sub-positions (the most likely token's piece count), packed in order per clip."""
+        steps = [first]
+        for having, rows in self.later:
+            weights = probs[..., having]
+            mixed = (weights @ rows) / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+            steps.append(mixed + residual)
+        stacked = torch.stack(steps, dim=2)  # (batch, steps, expand, dim)
+        used = self.pieces[probs.argmax(-1)]  # (batch, steps)
+        valid = torch.arange(self.expand, device=used.device) < used[..., None]
+        valid &= (torch.arange(probs.shape[1], device=used.device) < lengths.to(used.device)[:, None])[..., None]
+        counts = valid.flatten(1).sum(-1)
+        out = stacked.new_zeros(len(stacked), max(1, int(counts.max())), stacked.shape[-1])
+        for row in range(len(stacked)):
+            out[row, : int(counts[row])] = stacked[row][valid[row]]
+        return out, counts.to(lengths.device)

@@ -117,3 +117,48 @@ def test_a_clip_asked_again_is_not_decoded_again_and_gives_the_same_states():
     again, counts_again = model.encoder(wave, torch.tensor([wave.shape[1]]))
     torch.testing.assert_close(again, first)
     assert counts_again.tolist() == counts.tolist()
+
+
+class SpellingTokenizer:
+    """The LLM's tokenizer, but spelling `spelled` letter by letter, as Gemma spells " 1987" digit by digit."""
+
+    def __init__(self, inner, spelled: str):
+        self.inner, self.spelled = inner, spelled
+
+    def __call__(self, texts, add_special_tokens=False):
+        pieces = lambda text: list(text) if text == self.spelled else [text]  # noqa: E731
+        ids = [[i for p in pieces(t) for i in self.inner(p, add_special_tokens=False).input_ids] for t in texts]
+        return type("Encoded", (), {"input_ids": ids})()
+
+
+def test_expanded_bridge_gives_each_whisper_token_its_llm_pieces_in_order():
+    """A Whisper token the LLM spells in three pieces takes three positions, each exactly the LLM's embedding of its
+    piece (the mean of the three reads as none of them), followed by the next token's position."""
+    model = bridge_model()
+    llm_tokenizer = SpellingTokenizer(model.processor.tokenizer, "the")
+    whisper_tokenizer = tiny_tokenizer()
+    bridge = TokenBridge(WHISPER["d_model"], model.language_model.config.hidden_size, temperature=1e-3, expand=4,
+                         positions_per_token=1.5)
+    bridge.bind(model.encoder, model.language_model, llm_tokenizer, whisper_tokenizer=whisper_tokenizer)
+    (spelled,), (other,) = (whisper_tokenizer(t, add_special_tokens=False).input_ids for t in ("the", " the"))
+    embed = model.language_model.get_input_embeddings()
+    letters = [model.processor.tokenizer(c, add_special_tokens=False).input_ids for c in "the"]
+    expected = torch.cat([embed(torch.tensor(ids)) for ids in letters]
+                         + [embed(torch.tensor(model.processor.tokenizer(" the", add_special_tokens=False).input_ids))])
+    states = torch.stack([bridge.vocab_out[spelled], bridge.vocab_out[other], bridge.vocab_out[other]]) * 50.0
+    out, lengths = bridge(states[None], torch.tensor([2]))  # the third state is padding
+    assert lengths.tolist() == [len(expected)]
+    torch.testing.assert_close(out[0, : len(expected)], expected, atol=1e-4, rtol=1e-4)
+    assert bridge.output_length(10) == 15
+
+
+def test_a_transcript_longer_than_its_budget_is_cut_at_the_budget():
+    model = bridge_model(tokens_per_second=4.0, min_tokens=3)
+    batch = ask(model, [clip(1.0, 9)])
+    budget = int((batch["input_ids"] == model.processor.audio_token_id).sum())
+    width = model.language_model.config.hidden_size
+    too_long = [torch.randn(budget + 5, width)]
+    embeds, unused = model.embed_audio(batch["input_ids"], audio_embeds=too_long)
+    is_audio = batch["input_ids"] == model.processor.audio_token_id
+    torch.testing.assert_close(embeds[is_audio], too_long[0][:budget])
+    assert not bool(unused.any())

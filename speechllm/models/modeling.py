@@ -194,16 +194,17 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
             audio_embeds = [o[:n] for o, n in zip(outputs, lengths.tolist())]
         expected = int(is_audio.sum())
         given = sum(len(a) for a in audio_embeds) if audio_embeds is not None else 0
-        if expected == given:
+        budget = getattr(getattr(self.encoder, "frames", None), "is_budget", False)
+        if not (budget and expected) and expected == given:
             if expected:
                 flat = torch.cat(list(audio_embeds)).to(embeds.dtype)
                 embeds = embeds.masked_scatter(is_audio[..., None], flat)
             return embeds, None
         spans = placeholder_spans(is_audio)
-        budget = getattr(getattr(self.encoder, "frames", None), "is_budget", False)
-        if not budget or given > expected or len(spans) != len(audio_embeds) or any(
-                len(a) > length for a, (_, _, length) in zip(audio_embeds, spans)):
+        if not budget or audio_embeds is None or len(spans) != len(audio_embeds):
             raise InputError(f"the prompt has {expected} audio positions but the audio gives {given} embeddings")
+        # A budget is a ceiling: a transcript longer than its clip's budget is cut there, as the budget says.
+        audio_embeds = [clip[:length] for clip, (_, _, length) in zip(audio_embeds, spans)]
         unused = torch.zeros_like(is_audio)
         pieces = []
         for clip, (row, start, length) in zip(audio_embeds, spans):
