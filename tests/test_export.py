@@ -224,3 +224,10 @@ def test_cli_exports_a_saved_model_with_lora_merged(tmp_path, capsys):
     torch.testing.assert_close(back(**batch).logits, lora(**batch).logits, atol=1e-4, rtol=1e-4)
     assert main(["export", str(tmp_path / "saved"), str(tmp_path / "x"), "--format", "onnx"]) == 1
     assert "unknown export format 'onnx'" in capsys.readouterr().err
+
+
+def test_the_shipped_default_model_is_refused_naming_its_cross_attention(tmp_path, capsys):
+    assert main(["export", "default", str(tmp_path / "out")]) == 1  # refused from its config, before any load
+    err = capsys.readouterr().err
+    assert "llm: coupling 'cross_attention'" in err and "connector: type 'identity'" in err
+    assert not (tmp_path / "out").exists()

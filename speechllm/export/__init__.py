@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..errors import ConfigError
 from .ultravox import check_exportable, export_blockers, export_ultravox
 from .ultravox_import import load_ultravox
@@ -24,10 +26,14 @@ def export_model(model_or_path, out, format: str = "ultravox-hf") -> Path:
         raise ConfigError(f"unknown export format {format!r}; known: {sorted(EXPORT_FORMATS)}")
     if isinstance(model_or_path, (str, Path)):
         from ..models import load
+        from ..models.configuration import SpeechLLMConfig
+        from ..models.packaged import packaged_model_path, packaged_name
 
-        model = load(model_or_path, device="cpu", merge_adapters=False)
-        check_exportable(model.config.model_spec)  # before merging: fail fast, name the parts
-        model = model.merge_adapters_in_place()
+        packaged = packaged_name(model_or_path)
+        folder = packaged_model_path(packaged) if packaged else model_or_path
+        if Path(folder).is_dir():  # from config.json alone: a refusal costs no model load
+            check_exportable(SpeechLLMConfig.from_pretrained(folder).model_spec)
+        model = load(folder, device="cpu", dtype=torch.float32)
     else:
         model = model_or_path.merge_adapters_in_place()
     return EXPORT_FORMATS[format](model, out)

@@ -129,6 +129,11 @@ def export_ultravox(model, out) -> Path:
     check_exportable(model.config.model_spec)
     if any(".lora_" in name for name, _ in model.named_parameters()):
         raise ConfigError("merge the LoRA adapters first (model.merge_adapters_in_place(), or speechllm.models.load)")
+    frames_per_chunk = model.encoder.model.config.max_source_positions
+    if frames_per_chunk % model.connector.stack:
+        log.warning("stack %d does not divide Whisper's %d frames per 30 s: vLLM stacks each 30 s chunk apart, so "
+                    "clips over 30 s get one more or one fewer audio token there than in speechllm",
+                    model.connector.stack, frames_per_chunk)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(ultravox_config(model), indent=2) + "\n")
