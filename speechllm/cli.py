@@ -173,6 +173,22 @@ def cmd_infer(args):
     return 1 if failed else 0
 
 
+def cmd_export(args):
+    from .export import export_model
+
+    out = export_model(args.model, args.out, format=args.format)
+    log.info("exported to %s; serve it with: vllm serve %s --trust-remote-code", out, out)
+
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a trained model in a format an existing engine serves (vLLM: Ultravox)")
+    p.add_argument("model", help="saved model directory, hub id or packaged model name")
+    p.add_argument("out", help="folder to write")
+    p.add_argument("--format", default="ultravox-hf",
+                   help="ultravox-hf (default): a Hugging Face Ultravox folder that vLLM serves")
+    p.set_defaults(func=cmd_export)
+
+
 def add_eval_parsers(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model on manifests (WER, attribute accuracy, baselines, report)")
     p.add_argument("model", help="saved model directory or hub id")
@@ -305,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parsers(sub)
     add_serve_parser(sub)
+    add_export_parser(sub)
     return parser
 
 

@@ -195,6 +195,41 @@ class StackingConnector(Connector):
         return self.out_norm(self.down(F.silu(gate) * value)), self.output_lengths(lengths)
 
 
+@register_connector("ultravox")
+class UltravoxConnector(Connector):
+    """Ultravox's projector, exactly as vLLM serves it (vllm/model_executor/models/ultravox.py,
+    UltravoxFeedForwardProjector): stack `stack` frames (zero-padded to a multiple), RMSNorm, Linear without bias
+    to `hidden_dim`, SwiGLU as x[:h/2] * silu(x[h/2:]), RMSNorm in the middle (`ln_mid`, Ultravox >= 0.5) or at the
+    output, Linear without bias. A model with this connector exports to vLLM (speechllm.export)."""
+
+    def __init__(self, input_dim, output_dim, frame_rate=50.0, stack=8, hidden_dim=None, ln_mid=True):
+        super().__init__()
+        self.stack = stack
+        hidden_dim = hidden_dim or 2 * output_dim  # Ultravox's `hidden_size`: the width before SwiGLU halves it
+        if hidden_dim % 2:
+            raise ConfigError(f"ultravox connector: hidden_dim {hidden_dim} must be even (SwiGLU halves it)")
+        self.ln_pre = nn.RMSNorm(input_dim * stack, eps=1e-6)  # vLLM's RMSNorm default eps
+        self.linear_1 = nn.Linear(input_dim * stack, hidden_dim, bias=False)
+        self.ln_mid = nn.RMSNorm(hidden_dim // 2, eps=1e-6) if ln_mid else nn.Identity()
+        self.linear_2 = nn.Linear(hidden_dim // 2, output_dim, bias=False)
+        self.ln_post = nn.Identity() if ln_mid else nn.RMSNorm(output_dim, eps=1e-6)
+
+    @staticmethod
+    def token_count(num_frames, *, stack, **options):
+        return math.ceil(num_frames / stack)
+
+    def output_length(self, num_frames):
+        return self.token_count(num_frames, stack=self.stack)
+
+    def forward(self, features, lengths):
+        batch, frames, dim = features.shape
+        tokens = math.ceil(frames / self.stack)
+        stacked = pad_frames(mask_padding(features, lengths), tokens * self.stack)
+        hidden = self.linear_1(self.ln_pre(stacked.reshape(batch, tokens, dim * self.stack)))
+        value, gate = hidden.chunk(2, dim=-1)
+        return self.ln_post(self.linear_2(self.ln_mid(value * F.silu(gate)))), self.output_lengths(lengths)
+
+
 @register_connector("pool_linear")
 class PoolLinearConnector(Connector):
     """Kang & Roy: average pooling (kernel 8, stride 4) then a linear map. Clips shorter than one

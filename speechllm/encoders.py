@@ -274,6 +274,22 @@ class WhisperAudioEncoder(AudioEncoder):
         self.feature_extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
         self.output_dim = config.d_model
         self.frames = self.frame_count(spec, config)
+        self.pad_to_window = self.whisper_options(spec)["pad_to_window"]
+
+    @staticmethod
+    def whisper_options(spec) -> dict:
+        """`pad_to_window` (default true): each window padded to 30 s, as Whisper was trained; false: the clip's
+        own mel frames with attention confined to them, as Ultravox and vLLM run Whisper (whisper_unpadded.py)."""
+        unknown = set(spec.options) - {"pad_to_window"}
+        if unknown:
+            raise ConfigError(f"whisper encoder: unknown option(s) {sorted(unknown)}; known: ['pad_to_window']")
+        options = {"pad_to_window": True, **spec.options}
+        if not isinstance(options["pad_to_window"], bool):
+            raise ConfigError(f"whisper encoder: pad_to_window must be true or false, got {options['pad_to_window']!r}")
+        if not options["pad_to_window"] and not spec.crop_to_length:
+            raise ConfigError("whisper encoder: pad_to_window: false gives the clip's frames only; "
+                              "it cannot keep crop_to_length: false")
+        return options
 
     @classmethod
     def frame_count(cls, spec, config) -> WhisperFrameCount:
@@ -281,6 +297,11 @@ class WhisperAudioEncoder(AudioEncoder):
                                  max_frames=config.max_source_positions, crop_to_length=spec.crop_to_length)
 
     def encode_windows(self, windows, lengths, all_layers=False):
+        if not self.pad_to_window:
+            from .whisper_unpadded import clip_mel, encode_unpadded
+
+            mels = [clip_mel(self.feature_extractor, w[:n].float().cpu().numpy()) for w, n in zip(windows, lengths)]
+            return layer_states(encode_unpadded(self.model, mels, all_layers), all_layers)
         # The log-mel is computed in fp32 whatever autocast is active (it goes through numpy).
         with torch.autocast(device_type="cpu", enabled=False):
             mel = self.feature_extractor(
