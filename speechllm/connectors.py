@@ -84,6 +84,14 @@ def mask_padding(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return features * keep[..., None].to(features.dtype)
 
 
+def window_count(num_frames: int, window: int, stride: int, partial_window: bool = True) -> int:
+    """Windows of `window` frames every `stride` frames over `num_frames` frames (at least one: a short clip is
+    zero-padded to one window); a last partial window counts unless `partial_window` is False (torch's pooling and
+    unfold drop it)."""
+    whole, rest = divmod(max(num_frames - window, 0), stride)
+    return whole + 1 + (1 if rest and partial_window else 0)
+
+
 def pad_frames(features: torch.Tensor, total: int) -> torch.Tensor:
     """Right-pad (or crop) the frame axis to `total` frames."""
     missing = total - features.shape[1]
@@ -210,8 +218,7 @@ class PoolLinearConnector(Connector):
 
     @staticmethod
     def token_count(num_frames, *, kernel, stride, partial_window=True, **options):
-        whole, rest = divmod(max(num_frames - kernel, 0), stride)
-        return whole + 1 + (1 if rest and partial_window else 0)
+        return window_count(num_frames, kernel, stride, partial_window)
 
     def output_length(self, num_frames):
         return self.token_count(num_frames, kernel=self.kernel, stride=self.stride,
@@ -324,16 +331,17 @@ class Blip2WindowQFormerConnector(Connector):
     """Self-Powered LSM (and SALMONN's layout): LayerNorm on the encoder frames, then whole windows of `window`
     frames every `stride` frames (as torch's unfold takes them; a clip shorter than one window is zero-padded to
     one), each read by BLIP-2's Q-Former (`queries` learned queries, BERT layers with cross-attention: transformers'
-    Blip2QFormerModel), then a linear map to the LLM. Frames past a clip's length are masked out of cross-attention."""
+    Blip2QFormerModel), then a linear map to the LLM. Frames past a clip's length are masked out of cross-attention.
+    A last partial window is read too (its padding masked); `partial_window: false` drops it, as their unfold does."""
 
     def __init__(self, input_dim, output_dim, frame_rate=50.0, window=17, stride=17, queries=1, hidden_dim=768,
-                 layers=2, heads=12, intermediate_dim=3072):
+                 layers=2, heads=12, intermediate_dim=3072, partial_window=True):
         from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
         super().__init__()
         if stride > window:
             raise ConfigError(f"window_blip2_qformer: stride {stride} > window {window} skips frames")
-        self.window, self.stride = window, stride
+        self.window, self.stride, self.partial_window = window, stride, partial_window
         self.input_norm = nn.LayerNorm(input_dim)
         self.queries = nn.Parameter(torch.randn(1, queries, hidden_dim) * 0.02)
         self.qformer = Blip2QFormerModel(Blip2QFormerConfig(
@@ -343,11 +351,12 @@ class Blip2WindowQFormerConnector(Connector):
         self.proj = nn.Linear(hidden_dim, output_dim)
 
     @staticmethod
-    def token_count(num_frames, *, window, stride, queries, **options):
-        return (max(num_frames - window, 0) // stride + 1) * queries
+    def token_count(num_frames, *, window, stride, queries, partial_window=True, **options):
+        return window_count(num_frames, window, stride, partial_window) * queries
 
     def output_length(self, num_frames):
-        return self.token_count(num_frames, window=self.window, stride=self.stride, queries=self.queries.shape[1])
+        return self.token_count(num_frames, window=self.window, stride=self.stride, queries=self.queries.shape[1],
+                                partial_window=self.partial_window)
 
     def forward(self, features, lengths):
         batch, queries = features.shape[0], self.queries.shape[1]

@@ -128,7 +128,7 @@ def test_converted_hub_checkpoint_answers_as_their_code(tmp_path, family, last_k
 
 
 def test_trainer_checkpoint_with_lora_is_folded(tmp_path):
-    """Their Lightning trainer saves peft's unmerged keys; folded with lora_alpha / lora_r it answers as the peft model."""
+    """Their Lightning trainer saves peft's unmerged keys; folded with lora_alpha / lora_r it answers as peft does."""
     from peft import LoraConfig, get_peft_model
 
     names = their_parts(tmp_path, "hubert")

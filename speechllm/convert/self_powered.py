@@ -5,8 +5,9 @@ Layout, read from src/modeling_blsp.py and src/configuration_blsp.py (their `Bls
 - `whisper_model.*`: a Whisper encoder (`WhisperEncoder(WhisperConfig(**config.whisper_config))`) on 30 s log-mel input
   (their collator's WhisperFeatureExtractor pads every clip to 30 s), then `ln_speech` (LayerNorm);
 - windows of round(T * second_per_frame / 30) frames every round(T * second_stride / 30) frames, T = 1500 frames for
-  30 s (torch unfold: whole windows only), each read by `speech_Qformer.bert` (BLIP-2's Q-Former: BERT, 2 layers with
-  cross-attention) with `speech_query_tokens`, then `speech_llama_proj` (Linear): our `window_blip2_qformer`;
+  30 s (torch unfold: whole windows only, so `partial_window: false`; 17 frames, 88 windows, the last 4 frames
+  unread), each read by `speech_Qformer.bert` (BLIP-2's Q-Former: BERT, 2 layers with cross-attention) with
+  `speech_query_tokens`, then `speech_llama_proj` (Linear): our `window_blip2_qformer`;
 - `llama_model.*`: a LlamaForCausalLM (`config.llama_config`), folded first if saved with peft LoRA keys.
 Not in the public repo: `modeling_whisper_encoder.py` and `Qformer.py`, which it imports. The conversion assumes the
 first computes transformers' Whisper encoder on the 30 s input and the second is BLIP-2's / SALMONN's Q-Former (the
@@ -90,9 +91,9 @@ def convert_self_powered(source, out, *, tokenizer=None, allow_pickle: bool = Fa
     spec = ModelSpec(
         encoder=EncoderSpec(family="whisper", hf_config=whisper, crop_to_length=False),
         connector=ConnectorSpec(type="window_blip2_qformer", train="frozen", options={
-            "window": window, "stride": stride, "queries": int(connector["queries"].shape[1]), "hidden_dim": hidden,
-            # BERT's heads are 64 wide: 12 at 768
-            "layers": int(theirs.get("speech_qformer_layer", 2)), "heads": hidden // 64,
+            "window": window, "stride": stride, "partial_window": False, "hidden_dim": hidden,
+            "queries": int(connector["queries"].shape[1]), "layers": int(theirs.get("speech_qformer_layer", 2)),
+            "heads": hidden // 64,  # BERT's heads are 64 wide: 12 at 768
             "intermediate_dim": int(connector["qformer.encoder.layer.0.intermediate_query.dense.weight"].shape[0])}),
         llm=LLMSpec(hf_config={"model_type": "llama", **theirs["llama_config"]}),
         max_audio_seconds=30.0,  # their feature extractor cuts anything longer to 30 s; here it is refused instead
