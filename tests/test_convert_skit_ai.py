@@ -167,3 +167,15 @@ def test_weights_outside_their_layout_are_refused(tmp_path):
 def test_unknown_format_names_the_known_ones(tmp_path):
     with pytest.raises(ConfigError, match="skit-ai"):
         convert(tmp_path, tmp_path / "out", "no-such-project")
+
+
+def test_cli_converts_and_the_folder_loads(tmp_path, capsys):
+    from speechllm.cli import main
+
+    folder = hub_layout(tmp_path)
+    assert main(["convert", str(folder), str(tmp_path / "out"), "--from", "skit-ai", "--no-normalize"]) == 0
+    model = speechllm.load(tmp_path / "out", device="cpu")
+    assert model.config.model_spec.encoder.normalize is False  # the flag beat their processor's do_normalize
+    assert json.loads((tmp_path / "out" / "conversion.json").read_text())["from"] == "skit-ai"
+    assert main(["convert", str(folder), str(tmp_path / "x"), "--from", "skit-ai", "--llm", "some/llm"]) == 1
+    assert "do not apply to 'skit-ai'" in capsys.readouterr().err

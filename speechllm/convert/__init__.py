@@ -11,6 +11,9 @@ self_powered.py          Self-Powered LSM
 
 from __future__ import annotations
 
+import inspect
+
+from ..errors import ConfigError
 from . import self_powered, skit_ai, speech_summarization  # noqa: F401  (each registers its converter)
 from .registry import CONVERTERS, converter
 from .released import PromptPiece, ReleasedPrompt
@@ -21,7 +24,12 @@ def convert(source, out, source_format: str, **options):
     """Convert the checkpoint `source` (a hub id, a folder or a file) written by the project `source_format` (a name
     in CONVERTERS: "skit-ai", "speech-summarization", "self-powered") into a speechllm model folder `out`.
     `options` go to that project's converter. Returns the converted model."""
-    return converter(source_format).convert(source, out, **options)
+    chosen = converter(source_format)
+    accepted = list(inspect.signature(chosen.convert).parameters)[2:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"option(s) {unknown} do not apply to {source_format!r} checkpoints; it takes {accepted}")
+    return chosen.convert(source, out, **options)
 
 
 def generate_as_released(model, source_format: str, audio, instruction: str | None = None, *,
