@@ -31,7 +31,11 @@ def resolve_source(source) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin", "*.py"]))
+        # Configs and safetensors only (never their remote code); torch pickles only when a repo has no safetensors.
+        folder = Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors"]))
+        if not any((folder / name).is_file() for name in WEIGHT_FILES):
+            folder = Path(snapshot_download(str(source), allow_patterns=["*.json", "*.bin"]))
+        return folder
     except Exception as error:  # offline, no such repo, gated: the hub's own message says which
         raise ConfigError(f"cannot download {source!r} from the hub: {' '.join(str(error).split())[:300]}") from None
 
