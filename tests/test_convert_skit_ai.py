@@ -179,3 +179,9 @@ def test_cli_converts_and_the_folder_loads(tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "conversion.json").read_text())["from"] == "skit-ai"
     assert main(["convert", str(folder), str(tmp_path / "x"), "--from", "skit-ai", "--llm", "some/llm"]) == 1
     assert "do not apply to 'skit-ai'" in capsys.readouterr().err
+
+
+def test_a_hub_id_with_the_hub_off_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match="cannot download 'skit-ai/speechllm-2B' from the hub"):
+        convert("skit-ai/speechllm-2B", tmp_path / "out", "skit-ai")
