@@ -185,3 +185,12 @@ def test_a_hub_id_with_the_hub_off_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(ConfigError, match="cannot download 'skit-ai/speechllm-2B' from the hub"):
         convert("skit-ai/speechllm-2B", tmp_path / "out", "skit-ai")
+
+
+def test_a_connector_that_does_not_fit_the_encoder_is_refused(tmp_path):
+    folder = hub_layout(tmp_path)
+    state = load_file(str(folder / "model.safetensors"))
+    state["connector.layer.1.weight"] = torch.zeros(32, 48, 5)  # reads 48 channels; the encoder gives 32
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(ConfigError, match="connector.net.1.weight: the checkpoint's shape"):
+        convert(folder, tmp_path / "out", "skit-ai")

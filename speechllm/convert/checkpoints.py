@@ -151,17 +151,17 @@ def build_and_save(spec: ModelSpec, tokenizer, state: dict, out, *, note: dict, 
     from ..models import SpeechLLMForConditionalGeneration
 
     model = SpeechLLMForConditionalGeneration.from_spec(spec, tokenizer=tokenizer)
-    expected = set(model.state_dict())
-    state = weight_norm_names(state, expected)
-    unexpected = sorted(set(state) - expected)
-    missing = sorted(k for k in expected - set(state) if not k.startswith(tuple(pretrained_prefixes)))
+    shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    state = weight_norm_names(state, set(shapes))
+    unexpected = sorted(set(state) - set(shapes))
+    missing = sorted(k for k in set(shapes) - set(state) if not k.startswith(tuple(pretrained_prefixes)))
     if unexpected or missing:
         raise ConfigError(f"the checkpoint does not fit the model its config describes: {len(missing)} weights "
                           f"missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
     for key, value in state.items():
-        if tuple(value.shape) != tuple(model.state_dict()[key].shape):
+        if tuple(value.shape) != shapes[key]:
             raise ConfigError(f"{key}: the checkpoint's shape {tuple(value.shape)} differs from the model's "
-                              f"{tuple(model.state_dict()[key].shape)}")
+                              f"{shapes[key]}")
     model.load_state_dict(state, strict=False)
     model.eval()
     out = Path(out)
