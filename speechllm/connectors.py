@@ -84,6 +84,14 @@ def mask_padding(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return features * keep[..., None].to(features.dtype)
 
 
+def window_count(num_frames: int, window: int, stride: int, partial_window: bool = True) -> int:
+    """Windows of `window` frames every `stride` frames over `num_frames` frames (at least one: a short clip is
+    zero-padded to one window); a last partial window counts unless `partial_window` is False (torch's pooling and
+    unfold drop it)."""
+    whole, rest = divmod(max(num_frames - window, 0), stride)
+    return whole + 1 + (1 if rest and partial_window else 0)
+
+
 def pad_frames(features: torch.Tensor, total: int) -> torch.Tensor:
     """Right-pad (or crop) the frame axis to `total` frames."""
     missing = total - features.shape[1]
@@ -233,21 +241,23 @@ class UltravoxConnector(Connector):
 @register_connector("pool_linear")
 class PoolLinearConnector(Connector):
     """Kang & Roy: average pooling (kernel 8, stride 4) then a linear map. Clips shorter than one
-    kernel are zero-padded to one kernel, so every clip gives at least one token."""
+    kernel are zero-padded to one kernel, so every clip gives at least one token. A last, partial window
+    is zero-padded too; `partial_window: false` drops it, as torch's AvgPool1d (and their released code) does."""
 
-    def __init__(self, input_dim, output_dim, frame_rate=50.0, kernel=8, stride=4):
+    def __init__(self, input_dim, output_dim, frame_rate=50.0, kernel=8, stride=4, partial_window=True):
         super().__init__()
         if stride > kernel:
             raise ConfigError(f"pool_linear: stride {stride} > kernel {kernel} skips frames")
-        self.kernel, self.stride = kernel, stride
+        self.kernel, self.stride, self.partial_window = kernel, stride, partial_window
         self.proj = nn.Linear(input_dim, output_dim)
 
     @staticmethod
-    def token_count(num_frames, *, kernel, stride, **options):
-        return math.ceil(max(num_frames - kernel, 0) / stride) + 1
+    def token_count(num_frames, *, kernel, stride, partial_window=True, **options):
+        return window_count(num_frames, kernel, stride, partial_window)
 
     def output_length(self, num_frames):
-        return self.token_count(num_frames, kernel=self.kernel, stride=self.stride)
+        return self.token_count(num_frames, kernel=self.kernel, stride=self.stride,
+                                partial_window=self.partial_window)
 
     def forward(self, features, lengths):
         tokens = max(self.output_length(int(n)) for n in lengths)
@@ -349,3 +359,49 @@ class WindowQFormerConnector(Connector):
         queries = self.queries[None].expand(batch * windows, -1, -1)
         out = self.qformer(queries, memory, memory_key_padding_mask=padding.reshape(batch * windows, -1))
         return self.proj(out.reshape(batch, windows * len(self.queries), -1)), self.output_lengths(lengths)
+
+
+@register_connector("window_blip2_qformer")
+class Blip2WindowQFormerConnector(Connector):
+    """Self-Powered LSM (and SALMONN's layout): LayerNorm on the encoder frames, then whole windows of `window`
+    frames every `stride` frames (as torch's unfold takes them; a clip shorter than one window is zero-padded to
+    one), each read by BLIP-2's Q-Former (`queries` learned queries, BERT layers with cross-attention: transformers'
+    Blip2QFormerModel), then a linear map to the LLM. Frames past a clip's length are masked out of cross-attention.
+    A last partial window is read too (its padding masked); `partial_window: false` drops it, as their unfold does."""
+
+    def __init__(self, input_dim, output_dim, frame_rate=50.0, window=17, stride=17, queries=1, hidden_dim=768,
+                 layers=2, heads=12, intermediate_dim=3072, partial_window=True):
+        from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
+        super().__init__()
+        if stride > window:
+            raise ConfigError(f"window_blip2_qformer: stride {stride} > window {window} skips frames")
+        self.window, self.stride, self.partial_window = window, stride, partial_window
+        self.input_norm = nn.LayerNorm(input_dim)
+        self.queries = nn.Parameter(torch.randn(1, queries, hidden_dim) * 0.02)
+        self.qformer = Blip2QFormerModel(Blip2QFormerConfig(
+            hidden_size=hidden_dim, num_hidden_layers=layers, num_attention_heads=heads,
+            intermediate_size=intermediate_dim, encoder_hidden_size=input_dim, cross_attention_frequency=1,
+            layer_norm_eps=1e-12))  # BERT's epsilon, which BLIP-2's Q-Former keeps
+        self.proj = nn.Linear(hidden_dim, output_dim)
+
+    @staticmethod
+    def token_count(num_frames, *, window, stride, queries, partial_window=True, **options):
+        return window_count(num_frames, window, stride, partial_window) * queries
+
+    def output_length(self, num_frames):
+        return self.token_count(num_frames, window=self.window, stride=self.stride, queries=self.queries.shape[1],
+                                partial_window=self.partial_window)
+
+    def forward(self, features, lengths):
+        batch, queries = features.shape[0], self.queries.shape[1]
+        windows = max(self.output_length(int(n)) for n in lengths) // queries
+        total = (windows - 1) * self.stride + self.window
+        x = self.input_norm(pad_frames(mask_padding(features, lengths), total))
+        chunks = x.unfold(1, self.window, self.stride).permute(0, 1, 3, 2).reshape(batch * windows, self.window, -1)
+        positions = torch.arange(total, device=x.device).unfold(0, self.window, self.stride)
+        keep = positions[None] < lengths.to(x.device)[:, None, None]
+        keep[..., 0] = True  # a window of padding only still needs one key; its tokens are cropped anyway
+        out = self.qformer(query_embeds=self.queries.expand(batch * windows, -1, -1), encoder_hidden_states=chunks,
+                           encoder_attention_mask=keep.reshape(batch * windows, -1).long()).last_hidden_state
+        return self.proj(out).reshape(batch, windows * queries, -1), self.output_lengths(lengths)

@@ -188,3 +188,29 @@ def test_bad_options_are_config_errors_naming_the_problem(kind, options, named):
 def test_good_options_are_accepted():
     assert make("stack_mlp", stack=4, hidden_dim=None, output_norm=False).stack == 4
     assert make("window_qformer", window_seconds=1, stride_seconds=0.5).window == 50
+
+
+# -- whole windows only (converted checkpoints) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("frames", [3, 8, 9, 11, 12, 50, 333])
+def test_pool_linear_without_partial_window_pools_as_avgpool1d(frames):
+    # Kang & Roy's released encoder pools with torch's AvgPool1d(8, 4), which drops a last partial window.
+    connector = make("pool_linear", partial_window=False)
+    x = torch.randn(1, frames, IN_DIM)
+    out, lengths = run(connector, x, [frames])
+    if frames < 8:  # too short for AvgPool1d: one token from the zero-padded window
+        assert lengths.tolist() == [1]
+        return
+    with torch.no_grad():
+        expected = connector.proj(torch.nn.functional.avg_pool1d(x.transpose(1, 2), 8, 4).transpose(1, 2))
+    assert lengths.tolist() == [expected.shape[1]]
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("partial, tokens", [(True, 4), (False, 3)])
+def test_blip2_qformer_partial_window_option(partial, tokens):
+    connector = make("window_blip2_qformer", window=17, stride=17, hidden_dim=64, heads=1, intermediate_dim=128,
+                     partial_window=partial)
+    out, lengths = run(connector, torch.randn(1, 3 * 17 + 4, IN_DIM), [3 * 17 + 4])
+    assert out.shape[1] == lengths.item() == tokens
