@@ -165,6 +165,8 @@ def _get(url: str, config: ServerConfig, deadline: float) -> tuple[int, str | No
                 raise TooLarge
         if time.monotonic() > deadline:  # the watchdog cut it: what arrived is not the whole file
             raise Refused("the deadline passed")
+        if declared.isdigit() and size != int(declared):  # read1 ends quietly when the server closes early
+            raise Refused(f"the server sent {size} of {declared} bytes")
         return 200, None, b"".join(chunks)
     finally:
         watchdog.cancel()
