@@ -4,7 +4,7 @@ what it should not reach.
 - The host is resolved once and every address it resolves to is checked: loopback, private, link-local,
   multicast, unspecified and reserved addresses are refused unless inside `remote_audio_allowed_networks`.
   Spellings such as 127.1 or 0x7f000001 resolve to what they mean; IPv6 forms that carry an IPv4 address
-  (::ffff:127.0.0.1, 6to4, Teredo, NAT64) are checked as that address too.
+  (::ffff:127.0.0.1, 6to4, Teredo) are checked as that address too (Python counts NAT64 as not global: refused).
 - The connection goes to the address that was checked, never to a second lookup a rebinding DNS server could
   answer differently; https still verifies the certificate against the host name.
 - Each redirect (at most MAX_REDIRECTS) is a new URL, checked the same way.
