@@ -161,7 +161,7 @@ def test_cli_serves_several_models_by_path_name_and_packaged_name(alpha, beta, t
     served = started["app"].state.speechllm.models
     assert list(served) == ["final", "mine", "gemma-bridge"]
     clip = wav_bytes(0.8, 1)
-    with TestClient(started["app"]) as c:
+    with TestClient(started["app"], base_url="http://localhost") as c:  # served on loopback: it answers to localhost
         assert chat(c, "gemma-bridge", clip) == (library_chat(beta, clip), "gemma-bridge")
         assert chat(c, None, clip) == (library_chat(alpha, clip), "final")
 

@@ -6,6 +6,7 @@ Chromium). Set SPEECHLLM_UPDATE_SCREENSHOT=1 to refresh docs/web.png.
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,15 @@ if not Path(CHROMIUM).exists():
     pytest.skip("needs Chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
 
 
+def wait_until(page, expression: str, timeout: float = 30_000) -> None:
+    """Poll a JavaScript expression until it is true (page.wait_for_function evaluates its string inside the page,
+    which the server's Content-Security-Policy forbids; evaluate() comes from outside)."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout / 1000:g} s: {expression}"
+        page.wait_for_timeout(100)
+
+
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:  # one Playwright per process: its sync API cannot nest
@@ -42,6 +52,8 @@ def page(browser):
         page = browser.new_page(viewport={"width": 820, "height": 700})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        # the page must work under the server's Content-Security-Policy: a blocked script or style is logged, not thrown
+        page.on("console", lambda m: "Content Security Policy" in m.text and errors.append(m.text))
         page.goto(url + "/")
         page.wait_for_selector("#fields input[type=checkbox]")
         page.errors = errors
@@ -61,12 +73,13 @@ def test_upload_choose_fields_and_see_metadata_with_confidences(page, tmp_path):
     rows = page.locator("#meta tbody tr")
     assert rows.count() == 5
     assert "%" in rows.first.inner_text()  # a confidence for each label
+    assert page.locator("#meta .bar").first.evaluate("bar => bar.getBoundingClientRect().width") > 0  # drawn
     assert '"confidences"' in page.locator("#raw").text_content()
     page.click("#transcribe")
-    page.wait_for_function("document.getElementById('transcript').textContent.length > 0", timeout=60_000)
+    wait_until(page, "document.getElementById('transcript').textContent.length > 0", timeout=60_000)
     page.click("#analyze")  # the table again, beside the transcript, for the screenshot
-    page.wait_for_function("!document.getElementById('analyze').disabled"
-                           " && document.querySelectorAll('#meta tbody tr').length == 5")
+    wait_until(page, "!document.getElementById('analyze').disabled"
+                     " && document.querySelectorAll('#meta tbody tr').length == 5")
     page.screenshot(path=str(tmp_path / "web.png"), full_page=True)
     if os.environ.get("SPEECHLLM_UPDATE_SCREENSHOT"):
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -85,10 +98,10 @@ def test_microphone_recording_is_sent_as_wav(page):
     page.click("#record")
     page.wait_for_timeout(1200)
     page.click("#record")
-    page.wait_for_function("document.getElementById('clip-info').textContent.startsWith('recording.wav')")
+    wait_until(page, "document.getElementById('clip-info').textContent.startsWith('recording.wav')")
     page.click("#transcribe")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')"
-                           " || !document.getElementById('error').hidden", timeout=60_000)
+    wait_until(page, "document.getElementById('status').textContent.startsWith('done')"
+                     " || !document.getElementById('error').hidden", timeout=60_000)
     assert page.locator("#error").is_hidden(), page.locator("#error").text_content()
 
 
@@ -108,12 +121,14 @@ def test_a_server_of_several_models_offers_a_picker_that_routes_requests(browser
         page = browser.new_page()
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        # the page must work under the server's Content-Security-Policy: a blocked script or style is logged, not thrown
+        page.on("console", lambda m: "Content Security Policy" in m.text and errors.append(m.text))
         page.goto(url + "/")
         page.wait_for_selector("#fields input[type=checkbox]")
         assert page.locator("#model-pick").is_visible()
         assert page.locator("#fields input[type=checkbox]").count() == 6  # alpha, the first model
         page.select_option("#model-pick", "beta")
-        page.wait_for_function("document.querySelectorAll('#fields input[type=checkbox]').length == 2")
+        wait_until(page, "document.querySelectorAll('#fields input[type=checkbox]').length == 2")
         clip = tmp_path / "speech.wav"
         clip.write_bytes(wav_bytes(1.0))
         page.set_input_files("#file", str(clip))
@@ -121,8 +136,8 @@ def test_a_server_of_several_models_offers_a_picker_that_routes_requests(browser
         page.wait_for_selector("#meta tbody tr", timeout=60_000)
         assert '"model": "beta"' in page.locator("#raw").text_content()
         page.click("#transcribe")  # the form names beta too (an unknown id would show a 404 here)
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('done')"
-                               " || !document.getElementById('error').hidden", timeout=60_000)
+        wait_until(page, "document.getElementById('status').textContent.startsWith('done')"
+                         " || !document.getElementById('error').hidden", timeout=60_000)
         assert page.locator("#error").is_hidden(), page.locator("#error").text_content()
         page.close()
     assert not errors, f"JavaScript errors on the page: {errors}"

@@ -6,7 +6,8 @@
 
 Modules: app (factory, serve, model ids), context (the served models, picking one by id), routes and chat
 (endpoints), schemas (request/response bodies), batcher and engine (batched generation on one thread per model),
-limits (size, format, duration, auth, audio URLs), config.
+limits (size, format, duration, auth, audio URLs), remote_audio (http(s) audio URLs: checked addresses, one
+deadline, their own threads), security (Host, cross-site, API key before the body, body deadline, headers), config.
 """
 
 from speechllm.extras import require_extra

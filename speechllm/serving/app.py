@@ -17,10 +17,11 @@ from .. import __version__, load
 from ..errors import ConfigError
 from . import chat, routes
 from .batcher import Batcher
-from .config import ServerConfig
+from .config import ServerConfig, check_api_key_setting
 from .context import ServedModel, ServerState
 from .errors import install_handlers
 from .limits import BodySizeLimit
+from .security import BodyDeadline, BrowserGuard, KeyGuard
 
 log = logging.getLogger("speechllm.serving")
 
@@ -31,8 +32,10 @@ def create_app(models, config: ServerConfig | None = None) -> FastAPI:
     name none. Requests pick a model by their `model` field; GET /v1/models lists them.
 
     Each model runs on its own worker thread, started by the app's lifespan: use the app under uvicorn, or as
-    `with TestClient(app) as client:` so the lifespan runs. Limits and auth are the server's, shared by all."""
+    `with TestClient(app) as client:` so the lifespan runs. Limits and auth are the server's, shared by all.
+    The API docs are /openapi.json only: FastAPI's /docs and /redoc pages load scripts from a CDN."""
     config = config or ServerConfig()
+    check_api_key_setting(config.api_key)  # also when set on the object after it was built
     if not isinstance(models, Mapping):
         models = {config.model_name: models}
     if not models:
@@ -51,10 +54,14 @@ def create_app(models, config: ServerConfig | None = None) -> FastAPI:
             for entry in served.values():
                 await entry.batcher.stop()
 
-    app = FastAPI(title="speechllm", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="speechllm", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="OpenAI-compatible chat and transcription for speech LLMs, plus speaker metadata.")
     app.state.speechllm = ServerState(served, config, int(time.time()))
+    # the last added runs first: browser checks, then the key (before any body is read), then the body's deadline
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodyDeadline, seconds=config.body_timeout_s)
+    app.add_middleware(KeyGuard, config=config)
+    app.add_middleware(BrowserGuard, config=config)
     install_handlers(app)
     app.include_router(routes.public)
     app.include_router(routes.router)
@@ -68,14 +75,19 @@ def serve(models=None, *, host: str = "127.0.0.1", port: int = 8000, api_key: st
     """Load the models and serve them with uvicorn until stopped. `models`: None for the default model; one
     model (a folder, hub id, packaged name such as "gemma-bridge", or a model object); a list of them; or a
     mapping {id: model}. See `model_ids` for the ids. The API key comes from `api_key`, else the config file,
-    else $SPEECHLLM_API_KEY."""
+    else $SPEECHLLM_API_KEY; a key that is set but empty is a ConfigError, never "no key". Without
+    `allowed_hosts` in the config, the Host names accepted follow `host` (see `default_allowed_hosts`)."""
     import uvicorn
 
     if not isinstance(config, ServerConfig):
         config = ServerConfig.load(config, api_key=api_key)
     elif api_key is not None:
         config.api_key = api_key
-    config.api_key = config.api_key or os.environ.get("SPEECHLLM_API_KEY") or None
+    if config.api_key is None:
+        config.api_key = os.environ.get("SPEECHLLM_API_KEY")
+    check_api_key_setting(config.api_key)
+    if config.allowed_hosts is None:
+        config.allowed_hosts = default_allowed_hosts(host)
     if config.api_key is None and not _loopback(host):
         log.warning("serving on %s without an API key: anyone who can reach it can use the model", host)
     named = model_ids(models, config)  # names checked before any model loads
@@ -114,6 +126,19 @@ def _id_and_model(model, config: ServerConfig) -> tuple[str, object, bool]:
     if sep and model_id and path and not Path(text).exists():  # an existing path wins, even with "=" in its name
         return model_id, path, True
     return Path(text).name or text, model, False
+
+
+def default_allowed_hosts(host: str) -> list[str] | None:
+    """The Host header names a server bound to `host` answers to: loopback -> localhost and the loopback
+    addresses; another name or address -> that one; all interfaces (0.0.0.0, ::) -> None (any: the names clients
+    use are unknown here; set allowed_hosts)."""
+    if host in ("", "0.0.0.0", "::"):
+        log.warning("serving on all interfaces: set allowed_hosts in the server config to the names clients use, so "
+                    "that pages on other domains cannot reach the server through DNS rebinding")
+        return None
+    if _loopback(host):
+        return ["localhost", "127.0.0.1", "::1", host]
+    return [host]
 
 
 def _loopback(host: str) -> bool:

@@ -6,13 +6,11 @@ says what to change.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
 import io
 import json
-import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -22,6 +20,7 @@ import soundfile as sf
 from ..audio import SAMPLE_RATE, load_audio
 from .config import ServerConfig
 from .errors import APIError, error_body
+from .remote_audio import fetch_remote_audio
 from .schemas import AUDIO_FORMATS
 
 _ALIASES = {"wave": "wav", "oga": "ogg", "opus": "ogg", "mpeg": "mp3", "x-wav": "wav", "x-flac": "flac"}
@@ -161,23 +160,11 @@ async def fetch_audio_url(url: str, config: ServerConfig, where: str) -> tuple[b
             raise APIError(400, f"{where}: http(s) audio URLs are disabled on this server; send the audio as "
                                 f"input_audio (base64), or enable allow_remote_audio_urls in the server config",
                            "audio_url_not_allowed", where)
-        return await asyncio.to_thread(_download, url, config, where), None
+        return await fetch_remote_audio(url, config, where), None  # checked addresses, one deadline
     if scheme == "file":
         return _local_file(parts, config, where), None
     raise APIError(400, f"{where}: unsupported URL scheme {scheme!r}; use data:, http(s): or file:",
                    "audio_url_not_allowed", where)
-
-
-def _download(url: str, config: ServerConfig, where: str) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=config.remote_audio_timeout_s) as response:
-            data = response.read(config.max_body_bytes + 1)
-    except OSError as e:
-        raise APIError(400, f"{where}: cannot fetch {url}: {e}", "audio_url_unreachable", where) from None
-    if len(data) > config.max_body_bytes:
-        raise APIError(413, f"{where}: the audio at {url} is larger than {config.max_body_bytes} bytes",
-                       "audio_too_large", where)
-    return data
 
 
 def _local_file(parts, config: ServerConfig, where: str) -> bytes:

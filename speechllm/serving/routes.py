@@ -29,6 +29,7 @@ from .schemas import (
     Usage,
     VerboseTranscription,
 )
+from .security import key_matches
 
 STATIC = Path(__file__).parent / "static"
 
@@ -41,9 +42,12 @@ async def page():
     return FileResponse(STATIC / "index.html")
 
 
-@public.get("/health", response_model=Health)
+@public.get("/health", response_model=Health, response_model_exclude_none=True)
 async def health(request: Request):
+    """Liveness for anyone; the model, busy and queued only with the API key when the server has one."""
     server = state(request)
+    if not key_matches(server.config, request.headers.get("authorization")):
+        return Health(auth_required=True)
     batchers = [served.batcher for served in server.models.values()]
     return Health(model=server.default.id, auth_required=server.config.api_key is not None,
                   busy=any(b.busy for b in batchers), queued=sum(b.queued for b in batchers))

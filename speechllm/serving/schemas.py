@@ -200,7 +200,8 @@ class SchemaResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
-    model: str
     auth_required: bool
-    busy: bool
-    queued: int
+    # with an API key, only requests that send it see these (a bare liveness answer stays public)
+    model: str | None = None
+    busy: bool | None = None
+    queued: int | None = None

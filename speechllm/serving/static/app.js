@@ -25,8 +25,9 @@ async function call(path, options) {
 const chosenModel = () => $("model-pick").value;
 
 async function init() {
-  const health = await (await fetch("/health")).json();
-  $("model").textContent = "model: " + health.model;
+  // with an API key, /health names the model only to requests that send the key
+  const health = await (await fetch("/health", { headers: headers() })).json();
+  $("model").textContent = health.model ? "model: " + health.model : "";
   $("key-box").hidden = !health.auth_required;
   $("api-key").value = localStorage.getItem("speechllm-key") || "";
   try {
@@ -160,8 +161,13 @@ function show({ transcript, answer, metadata }, raw) {
       const row = body.insertRow();
       row.insertCell().textContent = name;
       row.insertCell().textContent = String(value);
-      row.insertCell().innerHTML = conf === undefined ? "" :
-        `<span class="bar" style="width:${Math.round(conf * 80)}px"></span>${(conf * 100).toFixed(1)} %`;
+      const cell = row.insertCell();
+      if (conf !== undefined) {  // the bar's width is set through the DOM: the page's CSP forbids inline styles
+        const bar = document.createElement("span");
+        bar.className = "bar";
+        bar.style.width = Math.round(conf * 80) + "px";
+        cell.append(bar, `${(conf * 100).toFixed(1)} %`);
+      }
     }
   }
   $("raw").textContent = JSON.stringify(raw, null, 2);
