@@ -4,9 +4,10 @@ from .errors import AudioError, ConfigError, DataError, InputError, SpeechLLMErr
 
 __version__ = "0.1.0"
 
-# Importing asr_bridge registers the whisper_transcriber encoder and token_bridge connector; importing the model
+# Importing asr_bridge registers the whisper_transcriber encoder and token_bridge connector, qformer the window
+# Q-Former connectors; importing the model
 # registers model_type "speechllm" with transformers' Auto classes.
-from . import asr_bridge  # noqa: E402, F401
+from . import asr_bridge, qformer  # noqa: E402, F401
 from .config import ModelSpec  # noqa: E402
 from .models import SpeechLLMConfig, SpeechLLMForConditionalGeneration, default_model, load  # noqa: E402
 

@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .cli_models import add_convert_parser, add_export_parser
 from .errors import ConfigError, SpeechLLMError
 from .extras import require_extra
 
@@ -173,22 +174,6 @@ def cmd_infer(args):
     return 1 if failed else 0
 
 
-def cmd_export(args):
-    from .export import export_model
-
-    out = export_model(args.model, args.out, format=args.format)
-    log.info("exported to %s; serve it with: vllm serve %s --trust-remote-code", out, out)
-
-
-def add_export_parser(sub) -> None:
-    p = sub.add_parser("export", help="write a trained model in a format an existing engine serves (vLLM: Ultravox)")
-    p.add_argument("model", help="saved model directory, hub id or packaged model name")
-    p.add_argument("out", help="folder to write")
-    p.add_argument("--format", default="ultravox-hf",
-                   help="ultravox-hf (default): a Hugging Face Ultravox folder that vLLM serves")
-    p.set_defaults(func=cmd_export)
-
-
 def add_eval_parsers(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model on manifests (WER, attribute accuracy, baselines, report)")
     p.add_argument("model", help="saved model directory or hub id")
@@ -243,32 +228,6 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` (default: $SPEECHLLM_API_KEY, else none)")
     p.add_argument("--config", help="YAML of server limits and batching (see speechllm/serving/config.py)")
     p.set_defaults(func=cmd_serve)
-
-
-def cmd_convert(args):
-    from .convert import convert
-
-    options = {"encoder_config": args.encoder_config, "llm_config": args.llm_config, "tokenizer": args.tokenizer,
-               "llm": args.llm, "normalize": args.normalize, "allow_pickle": args.allow_pickle or None}
-    convert(args.source, args.out, args.source_format, **{k: v for k, v in options.items() if v is not None})
-    log.info("converted %s (%s) into %s", args.source, args.source_format, args.out)
-
-
-def add_convert_parser(sub) -> None:
-    p = sub.add_parser("convert", help="convert a seed project's released checkpoint into a speechllm model folder")
-    p.add_argument("source", help="their checkpoint: hub id (e.g. skit-ai/speechllm-2B), folder or file")
-    p.add_argument("out", help="folder to write the speechllm model to")
-    p.add_argument("--from", dest="source_format", required=True,
-                   help="whose checkpoint: skit-ai, speech-summarization or self-powered")
-    p.add_argument("--encoder-config", help="audio encoder config (folder or hub id) instead of the one it names")
-    p.add_argument("--llm-config", help="LLM config (folder or hub id) instead of the one it names (skit-ai)")
-    p.add_argument("--tokenizer", help="tokenizer (folder or hub id) instead of the one it names")
-    p.add_argument("--llm", help="the frozen LLM (speech-summarization; default GeneZC/MiniChat-3B)")
-    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
-                   help="waveform normalisation (skit-ai; default: their audio processor's do_normalize)")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="read torch pickles that hold more than tensors (runs code from the file: trusted files only)")
-    p.set_defaults(func=cmd_convert)
 
 
 def build_parser() -> argparse.ArgumentParser:
