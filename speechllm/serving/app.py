@@ -20,7 +20,7 @@ from .batcher import Batcher
 from .config import ServerConfig
 from .context import ServedModel, ServerState
 from .errors import install_handlers
-from .limits import BodySizeLimit
+from .limits import BodySizeLimit, ConcurrencyLimit
 
 log = logging.getLogger("speechllm.serving")
 
@@ -38,8 +38,8 @@ def create_app(models, config: ServerConfig | None = None) -> FastAPI:
     if not models:
         raise ConfigError("create_app: give at least one model to serve")
     served = {str(model_id): ServedModel(str(model_id), model, Batcher(
-        model, enabled=config.batching, window_ms=config.batch_window_ms, max_batch_size=config.max_batch_size))
-        for model_id, model in models.items()}
+        model, enabled=config.batching, window_ms=config.batch_window_ms, max_batch_size=config.max_batch_size,
+        max_queued=config.max_queued)) for model_id, model in models.items()}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -55,10 +55,12 @@ def create_app(models, config: ServerConfig | None = None) -> FastAPI:
                   description="OpenAI-compatible chat and transcription for speech LLMs, plus speaker metadata.")
     app.state.speechllm = ServerState(served, config, int(time.time()))
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(ConcurrencyLimit, max_concurrent=config.max_concurrent)  # outside: before a body is read
     install_handlers(app)
     app.include_router(routes.public)
     app.include_router(routes.router)
     app.include_router(chat.router)
+    chat.document_request_body(app)
     app.mount("/static", StaticFiles(directory=routes.STATIC), name="static")
     return app
 
