@@ -22,8 +22,8 @@ from .errors import APIError
 
 def check_messages(config: ServerConfig, messages: list, clips_per_prompt: int | None = None) -> int:
     """The number of audio parts of chat `messages` (schemas.ChatMessage). 400 for more than `max_turns` messages,
-    text over `max_prompt_chars`, text that is not valid Unicode (a lone UTF-16 surrogate, which JSON can carry),
-    more than `max_clips_per_request` clips, or a clip count other than the model's `clips_per_prompt`."""
+    text over `max_prompt_chars`, more than `max_clips_per_request` clips, or a clip count other than the model's
+    `clips_per_prompt`. (A lone UTF-16 surrogate never gets here: the JSON parser refuses it, 400.)"""
     if len(messages) > config.max_turns:
         raise APIError(400, f"the conversation has {len(messages)} messages; this server accepts at most "
                             f"{config.max_turns} (max_turns)", "too_many_turns", "messages")
@@ -44,11 +44,6 @@ def check_messages(config: ServerConfig, messages: list, clips_per_prompt: int |
                 raise APIError(400, f"{where}: the messages' text is longer than this server's limit of "
                                     f"{config.max_prompt_chars} characters (max_prompt_chars)", "prompt_too_long",
                                where)
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise APIError(400, f"{where}: the text holds a lone UTF-16 surrogate (an escape such as \\ud800 "
-                                    f"without its pair); send valid Unicode", "invalid_text", where) from None
     if clips_per_prompt is not None and clips != clips_per_prompt:
         raise APIError(400, f"this model reads exactly {clips_per_prompt} audio clip(s) per conversation; this "
                             f"request has {clips}", "invalid_request", "messages")
