@@ -15,6 +15,7 @@ from ..constraint import MetadataConstraint, MetadataResult, decode_results
 from ..errors import ConfigError, InputError
 from ..heads import encode_for_heads
 from ..metadata import MetadataSchema, serialize
+from ..models.positions import bounded_new_tokens, room_for_answer
 from ..prompting import SPEECH_FIELD, TRANSCRIPT_FIELD, instruction_for, instructions, prompt_message
 
 NO_SPEECH_CERTAINTY = 0.99  # a speech-activity head's probability of "no speech" above which the transcript is emptied
@@ -37,11 +38,25 @@ def chat(model, conversations, *, max_new_tokens: int = 256, batch_size: int = 8
         conversations = [conversations]
     check_positive("max_new_tokens", max_new_tokens)
     generate_kwargs.setdefault("do_sample", False)
-    answers = []
+    answers, first = [], 0
     for group in _batches(list(conversations), batch_size):
-        tokens = model.generate(**_device_batch(model, group), max_new_tokens=max_new_tokens, **generate_kwargs)
-        answers += [text.strip() for text in model.processor.decode(tokens)]
+        answers += _chat_batch(model, group, first, max_new_tokens, generate_kwargs)
+        first += len(group)
     return answers
+
+
+def _chat_batch(model, group: list, first: int, max_new_tokens: int, generate_kwargs: dict) -> list[str]:
+    """Answers to one batch of conversations (numbered from `first` in errors). InputError when a prompt alone
+    fills the LLM's positions; near the limit, rows whose answers the longest prompt would cut short run alone."""
+    batch = _device_batch(model, group)
+    limit = model.max_positions
+    for i, length in enumerate(batch["attention_mask"].sum(1).tolist()):
+        room_for_answer(limit, length, f"conversation {first + i}")
+    if len(group) > 1 and limit is not None and batch["input_ids"].shape[1] + max_new_tokens > limit:
+        return [text for i, conversation in enumerate(group)
+                for text in _chat_batch(model, [conversation], first + i, max_new_tokens, generate_kwargs)]
+    tokens = model.generate(**batch, max_new_tokens=max_new_tokens, **generate_kwargs)  # cut to the room left
+    return [text.strip() for text in model.processor.decode(tokens)]
 
 
 def transcribe(model, audio: AudioInput | Sequence[AudioInput], *, instruction: str | None = None,
@@ -98,11 +113,9 @@ def metadata_batch(
         forced = [{n: d.value for n, d in row.items()} for row in decisions]
     constraint = MetadataConstraint(tokenizer, schema, names, forced=forced)
     # The constraint's worst-case length guarantees a complete answer; a smaller limit may cut it.
-    limit = max_new_tokens or constraint.max_new_tokens or 512
-    config = model.language_model.config
-    positions = getattr(config, "max_target_positions", None) or getattr(config, "max_position_embeddings", None)
-    if positions:  # Whisper's decoder has 448 positions; past them generate would fail, not stop
-        limit = max(1, min(limit, positions - batch["input_ids"].shape[1]))
+    limit = bounded_new_tokens(model.max_positions, batch["input_ids"].shape[1],
+                               max_new_tokens or constraint.max_new_tokens or 512,
+                               "the metadata prompt (instruction and audio)")
     constraint.budget = limit  # a transcript that would run past the limit is closed in time: the JSON stays whole
     out = model.generate(
         **batch, audio_features=audio_features, max_new_tokens=limit, do_sample=False,

@@ -48,6 +48,7 @@ class Coupling:
     """Base class. Picklable (plain data), so a processor holding one can go to a DataLoader worker."""
 
     name: str
+    clips_per_prompt: int | None = None  # how many clips each prompt must hold (None: any number)
 
     def __init__(self, spec: ModelSpec):
         self.frames = encoder_frame_count(spec.encoder, spec.fusion_encoder)
@@ -112,6 +113,8 @@ def positions_of(attention_mask: torch.Tensor) -> torch.Tensor:
 @register_coupling("cross_attention")
 class CrossAttentionCoupling(Coupling):
     """The LLM reads each prompt's one clip through cross-attention; the prompt holds no audio positions."""
+
+    clips_per_prompt = 1
 
     def audio_token_count(self, num_samples: int) -> int:
         return 0

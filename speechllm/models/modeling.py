@@ -25,6 +25,7 @@ from .adapters import apply_train_modes, merge_adapters_in_place, scale_adapters
 from .configuration import SpeechLLMConfig
 from .coupling import build_coupling
 from .loading import CheckpointMixin
+from .positions import position_limit, room_for_answer
 from .processing import IGNORE_INDEX, SpeechLLMProcessor
 
 # LLM config fields that make the output head more than a projection (Gemma, Cohere, Granite).
@@ -118,6 +119,12 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
             self.__dict__["_attribute_heads"] = value
         else:
             super().__setattr__(name, value)
+
+    @property
+    def max_positions(self) -> int | None:
+        """Positions one row of the LLM holds, prompt (audio positions included) and answer together; None when
+        its config names no limit (see positions.py)."""
+        return position_limit(self.language_model.config)
 
     # -- forward -------------------------------------------------------------------------------
     def audio_token_count(self, num_samples: int) -> int:
@@ -243,8 +250,12 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
         """Batched generation (greedy, sampling, beams: any `generate` option) with KV cache.
 
         Returns only the new tokens, shape (batch, new_tokens). `audio_features` (encoder outputs and frame
-        counts, already computed for these clips) skips the encoder.
+        counts, already computed for these clips) skips the encoder. `max_new_tokens` is cut to the positions the
+        padded prompt leaves in the LLM; a prompt that alone fills them is an InputError (not an IndexError later).
         """
+        room = room_for_answer(self.max_positions, input_ids.shape[1])
+        if room is not None and kwargs.get("max_new_tokens") is not None:
+            kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], room)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         kwargs.setdefault("pad_token_id", self.processor.tokenizer.pad_token_id)

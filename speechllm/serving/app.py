@@ -20,7 +20,7 @@ from .batcher import Batcher
 from .config import ServerConfig, check_api_key_setting
 from .context import ServedModel, ServerState
 from .errors import install_handlers
-from .limits import BodySizeLimit
+from .limits import BodySizeLimit, ConcurrencyLimit
 from .security import BodyDeadline, BrowserGuard, KeyGuard
 
 log = logging.getLogger("speechllm.serving")
@@ -41,8 +41,8 @@ def create_app(models, config: ServerConfig | None = None) -> FastAPI:
     if not models:
         raise ConfigError("create_app: give at least one model to serve")
     served = {str(model_id): ServedModel(str(model_id), model, Batcher(
-        model, enabled=config.batching, window_ms=config.batch_window_ms, max_batch_size=config.max_batch_size))
-        for model_id, model in models.items()}
+        model, enabled=config.batching, window_ms=config.batch_window_ms, max_batch_size=config.max_batch_size,
+        max_queued=config.max_queued)) for model_id, model in models.items()}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -57,15 +57,18 @@ def create_app(models, config: ServerConfig | None = None) -> FastAPI:
     app = FastAPI(title="speechllm", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="OpenAI-compatible chat and transcription for speech LLMs, plus speaker metadata.")
     app.state.speechllm = ServerState(served, config, int(time.time()))
-    # the last added runs first: browser checks, then the key (before any body is read), then the body's deadline
+    # The last added runs first: browser checks, then the key (before any body is read), then the concurrency limit
+    # (only for callers with the key), then the body's deadline and size.
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(BodyDeadline, seconds=config.body_timeout_s)
+    app.add_middleware(ConcurrencyLimit, max_concurrent=config.max_concurrent)
     app.add_middleware(KeyGuard, config=config)
     app.add_middleware(BrowserGuard, config=config)
     install_handlers(app)
     app.include_router(routes.public)
     app.include_router(routes.router)
     app.include_router(chat.router)
+    chat.document_request_body(app)
     app.mount("/static", StaticFiles(directory=routes.STATIC), name="static")
     return app
 

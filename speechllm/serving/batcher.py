@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +23,10 @@ log = logging.getLogger("speechllm.serving")
 class Batcher:
     """Queue -> batches -> one model thread. `enabled=False` runs every job alone (for comparison)."""
 
-    def __init__(self, model, *, enabled: bool = True, window_ms: float = 10.0, max_batch_size: int = 16):
-        self.model, self.enabled = model, enabled
+    def __init__(self, model, *, enabled: bool = True, window_ms: float = 10.0, max_batch_size: int = 16,
+                 max_queued: int | None = None):
+        self.model, self.enabled, self.max_queued = model, enabled, max_queued
+        self.batch_seconds = 1.0  # how long the last batch took: what a refused client is told to wait per batch
         self.window = window_ms / 1000 if enabled else 0.0
         self.max_batch_size = max_batch_size if enabled else 1
         self.batch_sizes: Counter[int] = Counter()  # how many batches of each size ran
@@ -55,6 +58,10 @@ class Batcher:
         client left), the job is cancelled, which stops its generation, and 504 / CancelledError is raised."""
         if self._task is None or self._task.done():
             raise APIError(503, "the model worker is not running (start the app with its lifespan)", "not_ready")
+        if self.max_queued is not None and self.queued >= self.max_queued:
+            wait = math.ceil(self.batch_seconds * (self.queued / self.max_batch_size + 1))
+            raise APIError(429, f"{self.queued} requests are waiting for this model, this server's limit "
+                                f"(max_queued): retry in {wait} s", "queue_full", headers={"Retry-After": str(wait)})
         job.future, job.arrived = asyncio.get_running_loop().create_future(), time.monotonic()
         job.key = self._key(job)
         self._queue.put_nowait(job)
@@ -113,11 +120,11 @@ class Batcher:
             self._pending.append(self._queue.get_nowait())
 
     async def _run(self, batch: list[Job]) -> None:
-        self.busy = True
+        self.busy, start = True, time.monotonic()
         try:
             results = await asyncio.get_running_loop().run_in_executor(self._executor, self._work, batch)
         finally:
-            self.busy = False
+            self.busy, self.batch_seconds = False, time.monotonic() - start
         for job, result in zip(batch, results):
             if job.future.done() or job.cancel.is_set():  # nobody waits for it any more
                 continue

@@ -14,7 +14,8 @@ from ..audio import SAMPLE_RATE
 from .context import ServedModel, ServerState, answer, authorized, clip_from_bytes, parse_fields, state
 from .engine import Answer, GenerateSettings, Job, MetaSettings
 from .errors import APIError, error_body
-from .limits import b64decode, fetch_audio_url
+from .limits import b64decode, fetch_audio_url, read_json
+from .prompts import check_messages, generate_job, meta_job
 from .schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -31,14 +32,20 @@ router = APIRouter(dependencies=[Depends(authorized)])
 
 
 _STREAM_DOC = {"description": "with stream: true: chat.completion.chunk events, then [DONE]"}
+_BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}}
+SEED_RANGE = (0, 2**63 - 1)  # what torch.manual_seed takes
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, response_model_exclude_none=True,
-             responses={200: {"content": {"text/event-stream": _STREAM_DOC}}})
-async def chat_completions(body: ChatCompletionRequest, request: Request):
+             responses={200: {"content": {"text/event-stream": _STREAM_DOC}}}, openapi_extra=_BODY_DOC)
+async def chat_completions(request: Request):
     """Answer a conversation whose user turns may hold audio. With `response_format` json_schema (or the
     `speechllm` extension) the answer is schema-valid metadata JSON about the one clip, with confidences.
     `model` picks one of the served models (absent: the first)."""
+    # Parsed here rather than by FastAPI, which would keep the raw bytes and the parsed JSON until the answer:
+    # a queued request holds its decoded clips and nothing more.
+    body = await read_json(request, ChatCompletionRequest)
     server = state(request)
     served = server.pick(body.model)
     fields = metadata_fields(served, body)  # the cheap checks before any audio is decoded
@@ -46,17 +53,21 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     if limit is not None and limit > server.config.max_tokens_limit:
         raise APIError(400, f"max_tokens={limit} is above this server's limit of {server.config.max_tokens_limit} "
                             f"(max_tokens_limit)", "max_tokens_too_large", "max_tokens")
+    if body.seed is not None and not SEED_RANGE[0] <= body.seed <= SEED_RANGE[1]:
+        raise APIError(400, f"seed must be a whole number from 0 to 2**63 - 1, got {body.seed}", "invalid_seed", "seed")
+    clip_count = check_messages(server.config, body.messages, served.model.processor.coupling.clips_per_prompt)
+    if fields is not None and clip_count != 1:
+        raise APIError(400, f"metadata answers are about one clip; this request has {clip_count} audio parts",
+                       "invalid_request", "messages")
     conversation, clips = await to_conversation(server, served, body)
     if fields is not None:
-        if len(clips) != 1:
-            raise APIError(400, f"metadata answers are about one clip; this request has {len(clips)} audio parts",
-                           "invalid_request", "messages")
-        job = Job("meta", clips[0], MetaSettings(fields or None, limit))
+        job = await meta_job(server.config, served, clips[0], MetaSettings(fields or None, limit))
     else:
         settings = GenerateSettings(max_tokens=limit or server.config.default_max_tokens,
                                     temperature=body.temperature or 0.0, top_p=body.top_p, seed=body.seed,
                                     min_tokens=body.min_tokens or 0)
-        job = Job("generate", conversation, settings)
+        job = await generate_job(server.config, served, conversation, settings)
+    del conversation, clips  # the job holds the prompt now
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -67,6 +78,23 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                           choices=[Choice(message=AssistantMessage(content=result.text),
                                           finish_reason=result.finish_reason)],
                           speechllm=_extension(result))
+
+
+def document_request_body(app) -> None:
+    """Publish ChatCompletionRequest (read by the handler itself, so FastAPI does not see it) in the app's
+    OpenAPI components, where the chat route's request body refers to it."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = build()
+            schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            components.update(schema.pop("$defs", {}))
+            components["ChatCompletionRequest"] = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 async def to_conversation(server: ServerState, served: ServedModel,
@@ -86,13 +114,12 @@ async def to_conversation(server: ServerState, served: ServedModel,
                 continue
             if role != "user":
                 raise APIError(400, f"{where}: only user messages may hold audio", "invalid_request", where)
-            if len(clips) == server.config.max_clips_per_request:
-                raise APIError(400, f"{where}: more than {server.config.max_clips_per_request} audio clips in one "
-                                    f"request (max_clips_per_request)", "too_many_clips", where)
             if part.type == "input_audio":
                 raw, declared = b64decode(part.input_audio.data, f"{where}.input_audio.data"), part.input_audio.format
+                part.input_audio.data = ""  # decoded below: a queued request need not keep the base64 text too
             else:
                 raw, declared = await fetch_audio_url(part.audio_url.url, server.config, f"{where}.audio_url")
+                part.audio_url.url = ""
             clips.append((await clip_from_bytes(server, served, raw, where, declared), SAMPLE_RATE))
             parts.append({"type": "audio", "audio": clips[-1]})
         conversation.append({"role": role, "content": parts})

@@ -27,9 +27,15 @@ class ServerConfig:
     max_body_bytes: int = 25 * 1024 * 1024
     max_audio_seconds: float = 60.0
     max_clips_per_request: int = 8
+    max_turns: int = 256  # messages in one conversation
+    max_prompt_chars: int = 200_000  # text characters of all messages together, counted before tokenising
+    max_prompt_tokens: int = 16_384  # prompt tokens (audio positions included); the model's own positions bound it too
     max_tokens_limit: int = 2048  # the largest max_tokens a request may ask for
     default_max_tokens: int = 256
     request_timeout_s: float = 120.0  # from queueing to the answer; generation is stopped when it passes
+    # admission: beyond these a request is refused at once with Retry-After, rather than held in memory
+    max_concurrent: int = 64  # POST /v1/* requests in progress at once (503 beyond), counted before the body is read
+    max_queued: int = 256  # requests waiting for one model's worker (429 beyond)
     # batching: requests of the same kind and settings that arrive within the window run as one generate
     batching: bool = True
     batch_window_ms: float = 10.0
@@ -44,9 +50,10 @@ class ServerConfig:
     local_audio_dir: str | None = None  # file:// URLs must resolve inside this folder
 
     def __post_init__(self):
-        positive = ["max_body_bytes", "max_audio_seconds", "max_clips_per_request", "max_tokens_limit",
-                    "default_max_tokens", "request_timeout_s", "max_batch_size", "remote_audio_timeout_s",
-                    "body_timeout_s", "max_concurrent_downloads"]
+        positive = ["max_body_bytes", "max_audio_seconds", "max_clips_per_request", "max_turns", "max_prompt_chars",
+                    "max_prompt_tokens", "max_tokens_limit", "default_max_tokens", "request_timeout_s",
+                    "max_concurrent", "max_queued", "max_batch_size", "remote_audio_timeout_s", "body_timeout_s",
+                    "max_concurrent_downloads"]
         bad = [name for name in positive if not getattr(self, name) > 0]
         if bad or self.batch_window_ms < 0:
             raise ConfigError(f"server config: {bad or ['batch_window_ms']} must be positive (batch_window_ms >= 0)")

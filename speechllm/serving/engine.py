@@ -17,7 +17,6 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..constraint import MetadataResult
 from ..inference import metadata_batch
-from ..prompting import instruction_for, prompt_message
 
 
 @dataclass(frozen=True)
@@ -54,8 +53,10 @@ class MetaSettings:
 
 @dataclass(eq=False)
 class Job:
-    """One request for the model. `payload`: a conversation (kind "generate") or a 16 kHz clip (kind "meta").
-    `on_text` (streaming only) receives text pieces as they are decoded, then None at the end."""
+    """One request for the model. `payload`: its prompt, tokenised and checked before it was queued (an
+    EncodedConversation, see prompts.py), so a batch never fails on one request's prompt. Kind "generate" answers
+    in text, kind "meta" (a one-clip metadata prompt) with constrained metadata JSON. `on_text` (streaming only)
+    receives text pieces as they are decoded, then None at the end."""
 
     kind: str
     payload: Any
@@ -128,13 +129,16 @@ def run_batch(model, jobs: list[Job]) -> list[Answer]:
     return _run_generate(model, jobs)
 
 
-def _device_batch(model, conversations):
-    return {k: v.to(model.device) for k, v in model.processor(conversations).items()}
+def _device_batch(model, jobs: list[Job]) -> dict:
+    """The jobs' encoded prompts, left-padded into one batch on the model's device."""
+    batch = model.processor.collate([job.payload for job in jobs], "left")
+    batch.pop("labels")
+    return {k: v.to(model.device) for k, v in batch.items()}
 
 
 def _run_generate(model, jobs: list[Job]) -> list[Answer]:
     settings = jobs[0].settings
-    batch = _device_batch(model, [job.payload for job in jobs])
+    batch = _device_batch(model, jobs)
     streamer = TextStreamer(model.processor.tokenizer, jobs[0].on_text) if jobs[0].on_text else None
     with _SAMPLING if settings.temperature > 0 else contextlib.nullcontext():
         if settings.seed is not None:
@@ -147,8 +151,7 @@ def _run_generate(model, jobs: list[Job]) -> list[Answer]:
 def _run_meta(model, jobs: list[Job]) -> list[Answer]:
     settings, tokenizer, schema = jobs[0].settings, model.processor.tokenizer, model.metadata_schema
     names = list(settings.fields) if settings.fields else schema.names
-    instruction = instruction_for(names, schema)  # the prompt the model was trained on, as generate_meta sends it
-    batch = _device_batch(model, [[prompt_message(instruction, job.payload)] for job in jobs])
+    batch = _device_batch(model, jobs)  # prompts.meta_job asked as generate_meta does, with the fields' instruction
     results, new = metadata_batch(model, batch, schema, names, max_new_tokens=settings.max_tokens,
                                   stopping_criteria=StoppingCriteriaList([CancelRows([j.cancel for j in jobs], False)]))
     answers = _answers(model, batch, new, {tokenizer.eos_token_id})

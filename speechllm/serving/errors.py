@@ -15,15 +15,16 @@ log = logging.getLogger("speechllm.serving")
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
           413: "request_too_large", 415: "unsupported_media_type", 422: "invalid_request_error",
-          504: "timeout", 500: "server_error", 503: "server_error"}
+          429: "rate_limit_error", 504: "timeout", 500: "server_error", 503: "server_error"}
 
 
 class APIError(Exception):
     """An error a client caused or must know about: its HTTP status, a message saying what to change, a code."""
 
-    def __init__(self, status: int, message: str, code: str, param: str | None = None):
+    def __init__(self, status: int, message: str, code: str, param: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
+        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
 
 
 def error_body(status: int, message: str, code: str, param: str | None = None) -> dict:
@@ -40,7 +41,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(APIError)
     async def _api(request: Request, exc: APIError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
         return error_response(exc.status, exc.message, exc.code, exc.param, headers)
 
     @app.exception_handler(RequestValidationError)

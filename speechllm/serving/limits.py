@@ -1,4 +1,4 @@
-"""Guards in front of the model: body size, API key, audio formats, base64, duration, audio URLs.
+"""Guards in front of the model: body size, concurrency, API key, audio formats, base64, duration, audio URLs.
 
 Each check raises APIError with the status OpenAI-style clients expect (401, 400, 413, 415) and a message that
 says what to change.
@@ -16,6 +16,9 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import soundfile as sf
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..audio import SAMPLE_RATE, load_audio
 from .config import ServerConfig
@@ -59,7 +62,9 @@ class BodySizeLimit:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                body = b"".join(chunks)
+                chunks.clear()  # the app owns the one copy now, and frees it once parsed
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # afterwards: http.disconnect when the client goes away
 
         await self.app(scope, replay, send)
@@ -70,6 +75,41 @@ class BodySizeLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class ConcurrencyLimit:
+    """ASGI middleware: at most `max_concurrent` POST /v1/* requests in progress; beyond, 503 with Retry-After
+    before the body is read, so a crowd of large requests cannot hold more than that many bodies in memory.
+    GET routes (health, models, the page) are never refused."""
+
+    def __init__(self, app, max_concurrent: int):
+        self.app, self.max_concurrent, self.active = app, max_concurrent, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        if self.active >= self.max_concurrent:
+            body = json.dumps(error_body(503, f"this server is answering {self.active} requests, its limit "
+                                              f"(max_concurrent): retry shortly", "server_busy")).encode()
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1")]})
+            return await send({"type": "http.response.body", "body": body})
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
+    """The request body parsed into `model` (400 when not JSON, 422 naming the field otherwise, as FastAPI's own
+    parsing answers). Read from the stream, not cached on the request: the raw bytes are freed once parsed."""
+    raw = b"".join([chunk async for chunk in request.stream()])
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as e:
+        raise RequestValidationError([{**x, "loc": ("body", *x["loc"])} for x in e.errors()]) from None
 
 
 def check_api_key(config: ServerConfig, authorization: str | None) -> None:
@@ -173,6 +213,8 @@ def _local_file(parts, config: ServerConfig, where: str) -> bytes:
                             f"input_audio, or set local_audio_dir in the server config", "audio_url_not_allowed", where)
     if parts.netloc not in ("", "localhost"):
         raise APIError(400, f"{where}: file:// URLs must name a local path", "audio_url_not_allowed", where)
+    if "\x00" in unquote(parts.path):  # %00: no file name holds one, and Path would raise ValueError
+        raise APIError(400, f"{where}: file:// URLs must not hold a NUL byte (%00)", "audio_url_not_allowed", where)
     root = Path(config.local_audio_dir).resolve()
     path = Path(unquote(parts.path)).resolve()  # resolves '..' and symbolic links before the check
     if not path.is_relative_to(root):

@@ -6,17 +6,16 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, PlainTextResponse
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from ..audio import SAMPLE_RATE
 from ..prompting import instructions, prompt_message
 from .context import answer, authorized, clip_from_bytes, parse_fields, state
-from .engine import GenerateSettings, Job, MetaSettings
+from .engine import GenerateSettings, MetaSettings
 from .errors import APIError
-from .limits import b64decode
+from .limits import b64decode, read_json
+from .prompts import generate_job, meta_job
 from .schemas import (
     Health,
     MetadataRequest,
@@ -83,8 +82,9 @@ async def transcriptions(request: Request, file: UploadFile = File(description="
     served = server.pick(model)
     clip = await clip_from_bytes(server, served, await file.read(), "file", filename=file.filename)
     settings = GenerateSettings(max_tokens=server.config.default_max_tokens, temperature=temperature)
-    result = await answer(request, served, Job("generate", [prompt_message(instructions("asr")[0],
-                                                                           (clip, SAMPLE_RATE))], settings))
+    job = await generate_job(server.config, served, [prompt_message(instructions("asr")[0], (clip, SAMPLE_RATE))],
+                             settings, "file")
+    result = await answer(request, served, job)
     if response_format == "text":
         return PlainTextResponse(result.text)
     if response_format == "verbose_json":
@@ -111,14 +111,13 @@ async def metadata(request: Request):
         upload = form.get("file")
         if not isinstance(upload, StarletteUpload):
             raise APIError(400, "multipart body needs a `file` part with the audio", "invalid_request", "file")
-        raw, declared, filename = await upload.read(), form.get("format"), upload.filename
         fields = form.getlist("fields") or None
+        if fields and not all(isinstance(f, str) for f in fields):
+            raise APIError(400, "`fields` must be plain form fields, not files", "invalid_request", "fields")
+        raw, declared, filename = await upload.read(), form.get("format"), upload.filename
         model = form.get("model") if isinstance(form.get("model"), str) else None
     elif kind in ("application/json", ""):
-        try:
-            body = MetadataRequest.model_validate_json(await request.body())
-        except ValidationError as e:
-            raise RequestValidationError([{**x, "loc": ("body", *x["loc"])} for x in e.errors()]) from None
+        body = await read_json(request, MetadataRequest)
         raw, declared, filename, fields = b64decode(body.audio, "audio"), body.format, None, body.fields
         model = body.model
     else:
@@ -127,7 +126,9 @@ async def metadata(request: Request):
     names = parse_fields(served, fields, "fields")
     clip = await clip_from_bytes(server, served, raw, "audio", declared if isinstance(declared, str) else None,
                                  filename)
-    result = await answer(request, served, Job("meta", (clip, SAMPLE_RATE), MetaSettings(names)))
+    del raw  # decoded: a queued request holds the samples only
+    job = await meta_job(server.config, served, (clip, SAMPLE_RATE), MetaSettings(names))
+    result = await answer(request, served, job)
     meta = result.metadata
     return MetadataResponse(model=served.id, metadata=meta.values, confidences=meta.confidences,
                             valid=meta.valid, error=meta.error, text=result.text,
