@@ -124,7 +124,7 @@ def check_format(head: bytes, label: str, declared: str | None = None,
     """The container of bytes starting with `head`, when it is allowed and matches `declared` (if given);
     AudioError naming both otherwise. Nothing is parsed beyond the magic bytes."""
     found = sniff_format(head)
-    what = f"a(n) {found.upper()} container" if found else "no audio container this decoder knows"
+    what = found.upper() if found else "no audio container this decoder knows"
     if declared is not None:
         name = normalise_format(declared)
         if name not in allowed:
