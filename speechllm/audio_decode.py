@@ -237,6 +237,10 @@ def _over_budget(label: str, frames: int, rate: int, channels: int, limits: Deco
         f"(DecodeLimits.max_samples_per_second={limits.max_samples_per_second}): {REENCODE}.")
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.3f}" if value < 1e9 else f"{value:.3g}"  # 1e308 s in full would be 300 digits
+
+
 def segment_frames(segment: tuple[float, float | None], rate: int, total: int | None,
                    label: str) -> tuple[int, int | None]:
     """Frame range (start, count) of an (offset_s, duration_s) segment, checked against the file's length
@@ -248,18 +252,18 @@ def segment_frames(segment: tuple[float, float | None], rate: int, total: int | 
             raise AudioError(f"{label}: {key} must be a finite number of seconds, got {value!r}.")
     if offset_s < 0 or (duration_s is not None and duration_s <= 0):
         raise AudioError(f"{label}: need offset_s >= 0 and duration_s > 0, got {offset_s} and {duration_s}.")
-    if (offset_s + (duration_s or 0)) * rate >= _UNKNOWN_LENGTH:  # 1e308 s would overflow a frame count
-        raise AudioError(f"{label}: offset_s={offset_s!r} and duration_s={duration_s!r} reach past any audio file; "
-                         "choose a segment within the file.")
     if total is not None:
         length = total / rate  # compared in seconds first: a huge duration_s would overflow a frame count
         end = offset_s if duration_s is None else offset_s + duration_s
         if offset_s >= length or end > length + 0.5 / rate:
-            shown = "the end" if duration_s is None else f"{end:.3f} s"
+            shown = "the end" if duration_s is None else f"{_seconds(end)} s"
             raise AudioError(
-                f"{label}: segment from {offset_s:.3f} s to {shown} lies outside the file, which is {length:.3f} s "
-                "long; choose offset_s and duration_s within it."
+                f"{label}: segment from {_seconds(offset_s)} s to {shown} lies outside the file, which is "
+                f"{length:.3f} s long; choose offset_s and duration_s within it."
             )
+    if (offset_s + (duration_s or 0)) * rate >= _UNKNOWN_LENGTH:  # 1e308 s would overflow a frame count
+        raise AudioError(f"{label}: offset_s={offset_s!r} and duration_s={duration_s!r} reach past any audio file; "
+                         "choose a segment within the file.")
     start = round(offset_s * rate)
     if duration_s is None:
         return start, None if total is None else total - start
