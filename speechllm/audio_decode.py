@@ -56,7 +56,8 @@ class DecodeLimits:
         if self.min_sample_rate > self.max_sample_rate:
             raise AudioError(f"DecodeLimits: min_sample_rate {self.min_sample_rate} is above max_sample_rate "
                              f"{self.max_sample_rate}.")
-        object.__setattr__(self, "formats", tuple(normalise_format(f) for f in self.formats))
+        formats = (self.formats,) if isinstance(self.formats, str) else self.formats  # "wav" is one name, not 3
+        object.__setattr__(self, "formats", tuple(normalise_format(f) for f in formats))
 
     def duration_limit(self, max_seconds: float | None) -> float:
         """The seconds one clip may last: the caller's `max_seconds`, never more than `self.max_seconds`."""
