@@ -70,12 +70,16 @@ class WhisperTranscriber(AudioEncoder):
             raise ConfigError("whisper_transcriber: window_seconds cannot exceed 30 (Whisper's fixed input)")
         super().__init__(spec)
         if spec.name_or_path is not None:
-            config = AutoConfig.from_pretrained(spec.name_or_path)
-            if "WhisperForConditionalGeneration" not in (config.architectures or []):
-                raise ConfigError(f"{spec.name_or_path}: whisper_transcriber needs a whole Whisper (encoder and "
-                                  "decoder), e.g. packaged:tiny.en")
-            self.model = WhisperForConditionalGeneration.from_pretrained(spec.name_or_path)
-            generation = GenerationConfig.from_pretrained(spec.name_or_path)
+            from .model_files import reading_model
+
+            with reading_model(spec.name_or_path, "encoder"):
+                config = AutoConfig.from_pretrained(spec.name_or_path, trust_remote_code=False)
+                if "WhisperForConditionalGeneration" not in (config.architectures or []):
+                    raise ConfigError(f"{spec.name_or_path}: whisper_transcriber needs a whole Whisper (encoder and "
+                                      "decoder), e.g. packaged:tiny.en")
+                self.model = WhisperForConditionalGeneration.from_pretrained(spec.name_or_path,
+                                                                             trust_remote_code=False)
+                generation = GenerationConfig.from_pretrained(spec.name_or_path)  # plain JSON: runs no code
         else:
             self.model = WhisperForConditionalGeneration(WhisperConfig(**spec.hf_config))
             generation = self.model.generation_config

@@ -7,7 +7,8 @@ conversations, before the processor (which takes waveforms only). `load_audio_se
 file; `split_windows` and `pad_batch` cut and batch the result.
 
 Decoding is libsndfile's, through soundfile: WAV, FLAC, OGG (Vorbis, Opus) and, from libsndfile 1.1,
-MP3, with no ffmpeg, torchaudio or torchcodec needed.
+MP3, with no ffmpeg, torchaudio or torchcodec needed. Only those containers reach it (sniffed from the bytes),
+and `DecodeLimits` bounds what one decode may cost (rate, channels, samples; see `audio_decode`).
 """
 
 from __future__ import annotations
@@ -19,17 +20,27 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-import soundfile as sf
 import soxr
 import torch
 
+from speechllm.audio_decode import (
+    ALLOWED_FORMATS,
+    DecodeLimits,
+    check_format,
+    decode_encoded,
+    max_concurrent_decodes,
+    set_max_concurrent_decodes,
+)
 from speechllm.errors import AudioError
+
+__all__ = ["ALLOWED_FORMATS", "DecodeLimits", "SAMPLE_RATE", "check_format", "load_audio", "load_audio_segment",
+           "load_conversation_audio", "max_concurrent_decodes", "pad_batch", "set_max_concurrent_decodes",
+           "split_windows"]
 
 SAMPLE_RATE = 16000
 
 AudioInput = str | Path | bytes | BinaryIO | np.ndarray | torch.Tensor | tuple[np.ndarray, int] | dict[str, Any]
-
-_REENCODE = "re-encode it, e.g. `ffmpeg -i IN -ac 1 -ar 16000 OUT.wav`"
+DEFAULT_LIMITS = DecodeLimits()
 
 
 def load_audio(
@@ -39,6 +50,8 @@ def load_audio(
     max_seconds: float | None = None,
     min_samples: int = 1,
     name: str | None = None,
+    format: str | None = None,
+    limits: DecodeLimits | None = None,
 ) -> np.ndarray:
     """Decode, downmix, resample to 16 kHz and validate one clip.
 
@@ -50,14 +63,21 @@ def load_audio(
     Arrays are 1-D, or 2-D in either layout: they are averaged over the channel axis, taken to be the
     shorter one (axis 0, channels first, when both are equal). Integer PCM is scaled to [-1, 1].
     `name` replaces the source's description (path, "<bytes>", "<array>") in error messages.
+    `format` ('wav', 'flac', 'ogg', 'mp3') is the container encoded audio must be in, as declared by whoever
+    sent it; encoded audio is sniffed either way and only `limits.formats` are decoded. `limits` bounds what
+    decoding may cost (default `DecodeLimits()`: 1-192 kHz, 8 channels, an hour); it is checked on the header
+    before decoding and again while decoding in blocks.
 
     Returns a 1-D float32 array at SAMPLE_RATE. Raises AudioError when the file is missing or cannot be
-    decoded, the input has the wrong type or rate, or the clip is empty, holds NaN or inf, is shorter than
-    `min_samples` (counted at 16 kHz) or longer than `max_seconds`. Silence is valid.
+    decoded, is not in `format`, is over `limits`, the input has the wrong type or rate, or the clip is empty,
+    holds NaN or inf, is shorter than `min_samples` (counted at 16 kHz) or longer than `max_seconds`.
+    Silence is valid.
     """
     label = name or _describe(source)
-    samples, rate = _decode(source, sampling_rate, label)
-    return _finish(samples, rate, label, max_seconds, min_samples)
+    limits = limits or DEFAULT_LIMITS
+    max_seconds = _checked_seconds(max_seconds, label)
+    samples, rate = _decode(source, sampling_rate, label, limits, max_seconds, format)
+    return _finish(samples, rate, label, limits.duration_limit(max_seconds), min_samples, max_seconds)
 
 
 def load_conversation_audio(conversations, *, min_samples: int = 1, max_seconds: float | None = None):
@@ -96,15 +116,19 @@ def load_audio_segment(
     max_seconds: float | None = None,
     min_samples: int = 1,
     name: str | None = None,
+    limits: DecodeLimits | None = None,
 ) -> np.ndarray:
     """Read `duration_s` seconds (to the end when None) from `offset_s` of an audio file, decoding only that part.
 
-    Returns a 1-D float32 array at SAMPLE_RATE, validated like `load_audio`. Raises AudioError when the
-    segment does not lie inside the file.
+    Returns a 1-D float32 array at SAMPLE_RATE, validated like `load_audio` (`limits` apply to the segment).
+    Raises AudioError when the segment does not lie inside the file.
     """
     label = name or str(path)
-    samples, rate = _read_encoded(_existing_file(path, label), label, segment=(offset_s, duration_s))
-    return _finish(samples, rate, label, max_seconds, min_samples)
+    limits = limits or DEFAULT_LIMITS
+    max_seconds = _checked_seconds(max_seconds, label)
+    samples, rate = decode_encoded(_existing_file(path, label), label, limits, max_seconds=max_seconds,
+                                   segment=(offset_s, duration_s))
+    return _finish(samples, rate, label, limits.duration_limit(max_seconds), min_samples, max_seconds)
 
 
 def split_windows(waveform: np.ndarray | torch.Tensor, window_samples: int) -> list:
@@ -151,34 +175,51 @@ def _describe(source: Any) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _decode(source: Any, sampling_rate: float | None, label: str) -> tuple[np.ndarray, float]:
+def _decode(source: Any, sampling_rate: float | None, label: str, limits: DecodeLimits, max_seconds: float | None,
+            declared: str | None) -> tuple[np.ndarray, float]:
     """Any accepted input -> (mono float32 samples, their rate)."""
+
+    def encoded(file):
+        return decode_encoded(file, label, limits, max_seconds=max_seconds, declared=declared)
+
     if isinstance(source, dict):
         if "array" in source:
-            return _from_array(source["array"], _one_rate(source.get("sampling_rate"), sampling_rate, label), label)
-        if source.get("bytes"):  # Audio(decode=False) keeps the bytes when it has them, else only the path
-            return _read_encoded(io.BytesIO(source["bytes"]), label)
-        if source.get("path"):
-            return _read_encoded(_existing_file(source["path"], label), label)
+            rate = _one_rate(source.get("sampling_rate"), sampling_rate, label)
+            return _from_array(source["array"], rate, label, limits)
+        if source.get("bytes") is not None and source.get("bytes") != b"":
+            # Audio(decode=False) keeps the bytes when it has them, else only the path
+            if not isinstance(source["bytes"], (bytes, bytearray, memoryview)):
+                raise AudioError(f"{label}: an audio dict's 'bytes' must be the encoded file's bytes, got "
+                                 f"{type(source['bytes']).__name__}; decode base64 text first.")
+            return encoded(io.BytesIO(source["bytes"]))
+        if source.get("path") is not None and source.get("path") != "":
+            return encoded(_existing_file(source["path"], label))
         raise AudioError(
             f"{label}: an audio dict needs 'array' and 'sampling_rate', or 'path' or 'bytes'; got {sorted(source)}."
         )
     if isinstance(source, tuple):
         if len(source) != 2:
             raise AudioError(f"{label}: an audio tuple must be (array, sampling_rate), got {len(source)} items.")
-        return _from_array(source[0], _one_rate(source[1], sampling_rate, label), label)
+        return _from_array(source[0], _one_rate(source[1], sampling_rate, label), label, limits)
     if isinstance(source, (str, Path)):
-        return _read_encoded(_existing_file(source, label), label)
+        return encoded(_existing_file(source, label))
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _read_encoded(io.BytesIO(source), label)
+        return encoded(io.BytesIO(source))
     if hasattr(source, "read"):
-        return _read_encoded(source, label)
+        return encoded(source)
     if isinstance(source, (np.ndarray, torch.Tensor)):
-        return _from_array(source, sampling_rate, label)
+        return _from_array(source, sampling_rate, label, limits)
     raise AudioError(
         f"{label}: cannot load audio from type {type(source).__name__}; pass a file path, encoded bytes, a binary "
         "file object, an array or tensor with sampling_rate, an (array, sampling_rate) tuple or a datasets audio dict."
     )
+
+
+def _checked_seconds(max_seconds: Any, label: str) -> float | None:
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, numbers.Real)
+                                    or math.isnan(max_seconds) or max_seconds <= 0):
+        raise AudioError(f"{label}: max_seconds must be a positive number of seconds or None, got {max_seconds!r}.")
+    return max_seconds
 
 
 def _one_rate(carried: float | None, given: float | None, label: str) -> float | None:
@@ -189,8 +230,14 @@ def _one_rate(carried: float | None, given: float | None, label: str) -> float |
 
 
 def _existing_file(path: str | Path, label: str) -> str:
-    path = Path(path)
-    if not path.exists():
+    if not isinstance(path, (str, Path)):
+        raise AudioError(f"{label}: an audio path must be a string or Path, got {type(path).__name__}.")
+    try:
+        path = Path(path)
+        exists = path.exists()
+    except (OSError, ValueError) as e:  # a NUL byte, a name too long for the system
+        raise AudioError(f"{label}: not a usable path ({e}).") from None
+    if not exists:
         raise AudioError(f"{label}: audio file not found; check the path (relative paths start at {Path.cwd()}).")
     if not path.is_file():
         raise AudioError(f"{label}: is not a regular file; pass the path of an audio file.")
@@ -199,54 +246,15 @@ def _existing_file(path: str | Path, label: str) -> str:
     return str(path)
 
 
-def _read_encoded(
-    file: str | BinaryIO, label: str, segment: tuple[float, float | None] | None = None
-) -> tuple[np.ndarray, float]:
-    """Decode a path or binary file object, optionally only the (offset_s, duration_s) segment."""
-    try:
-        with sf.SoundFile(file) as f:
-            start, frames = _segment_frames(segment, f.samplerate, f.frames, label) if segment else (0, -1)
-            f.seek(start)
-            data = f.read(frames, dtype="float32", always_2d=True)
-            rate = f.samplerate
-    except sf.SoundFileError as e:
-        # libsndfile's own words say what it disliked; the rest of its message is a repr of the file object.
-        reason = getattr(e, "error_string", None) or str(e)
-        if isinstance(file, str) and reason.startswith("File does not exist"):
-            reason = "libsndfile could not open it"  # its words for a file it cannot parse, though the file exists
-        raise AudioError(
-            f"{label}: cannot decode as audio ({reason.rstrip('.')}); the file is damaged or not in a format "
-            f"libsndfile reads (WAV, FLAC, OGG, MP3, ...): {_REENCODE}."
-        ) from None
-    return data.mean(axis=1), float(rate)  # soundfile gives (frames, channels)
-
-
-def _segment_frames(segment: tuple[float, float | None], rate: int, total: int, label: str) -> tuple[int, int]:
-    """Frame range (start, count) of an (offset_s, duration_s) segment, checked against the file's length."""
-    offset_s, duration_s = segment
-    for key, value in (("offset_s", offset_s), ("duration_s", duration_s)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                  or not math.isfinite(value)):
-            raise AudioError(f"{label}: {key} must be a finite number of seconds, got {value!r}.")
-    if offset_s < 0 or (duration_s is not None and duration_s <= 0):
-        raise AudioError(f"{label}: need offset_s >= 0 and duration_s > 0, got {offset_s} and {duration_s}.")
-    start = round(offset_s * rate)
-    frames = total - start if duration_s is None else round(duration_s * rate)
-    if start >= total or start + frames > total:
-        end = "the end" if duration_s is None else f"{offset_s + duration_s:.3f} s"
-        raise AudioError(
-            f"{label}: segment from {offset_s:.3f} s to {end} lies outside the file, which is {total / rate:.3f} s "
-            "long; choose offset_s and duration_s within it."
-        )
-    return start, frames
-
-
-def _from_array(array: Any, rate: float | None, label: str) -> tuple[np.ndarray, float]:
+def _from_array(array: Any, rate: float | None, label: str, limits: DecodeLimits) -> tuple[np.ndarray, float]:
     """Samples in memory -> (mono float32, rate): checks the rate, scales integer PCM, downmixes."""
     if rate is None:
         raise AudioError(f"{label}: an array needs its sampling rate; call load_audio(array, sampling_rate=...).")
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not math.isfinite(rate) or rate <= 0:
         raise AudioError(f"{label}: sampling rate must be a positive number of samples per second, got {rate!r}.")
+    if not limits.min_sample_rate <= rate <= limits.max_sample_rate:  # resampling 1e-300 Hz would need all memory
+        raise AudioError(f"{label}: sampling rate {rate!r} Hz is outside {limits.min_sample_rate} to "
+                         f"{limits.max_sample_rate} Hz (DecodeLimits.min_sample_rate/max_sample_rate).")
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu()
         array = (array.float() if array.is_floating_point() else array).numpy()  # numpy has no bfloat16
@@ -268,8 +276,10 @@ def _from_array(array: Any, rate: float | None, label: str) -> tuple[np.ndarray,
     return array.astype(np.float32), float(rate)  # astype copies: the caller's array is never aliased
 
 
-def _finish(samples: np.ndarray, rate: float, label: str, max_seconds: float | None, min_samples: int) -> np.ndarray:
-    """Validate mono samples and resample them to SAMPLE_RATE."""
+def _finish(samples: np.ndarray, rate: float, label: str, limit_s: float, min_samples: int,
+            max_seconds: float | None) -> np.ndarray:
+    """Validate mono samples and resample them to SAMPLE_RATE. `limit_s` is the duration limit in force, the
+    caller's `max_seconds` or the decode limits' when that is None or longer."""
     if samples.size == 0:
         raise AudioError(f"{label}: audio is empty (0 samples); pass a clip (an empty file is often a failed write).")
     if not np.isfinite(samples).all():
@@ -279,10 +289,11 @@ def _finish(samples: np.ndarray, rate: float, label: str, max_seconds: float | N
             "(often a division by zero while normalising) or clean them with np.nan_to_num."
         )
     seconds = samples.size / rate
-    if max_seconds is not None and seconds > max_seconds:  # checked before resampling, which costs time
+    if seconds > limit_s:  # checked before resampling, which costs time
+        which = "max_seconds" if max_seconds is not None and max_seconds <= limit_s else "DecodeLimits.max_seconds"
         raise AudioError(
-            f"{label}: audio is {seconds:.2f} s long, over the limit of max_seconds={max_seconds:g} s; "
-            "cut it with load_audio_segment or split_windows, or raise max_seconds."
+            f"{label}: audio is {seconds:.2f} s long, over the limit of {which}={limit_s:g} s; "
+            f"cut it with load_audio_segment or split_windows, or raise {which}."
         )
     if rate != SAMPLE_RATE:
         samples = soxr.resample(np.ascontiguousarray(samples), rate, SAMPLE_RATE, quality="HQ")

@@ -11,10 +11,9 @@ import json
 import logging
 import sys
 import warnings
-from pathlib import Path
 
 from .cli_models import add_convert_parser, add_export_parser
-from .errors import ConfigError, SpeechLLMError
+from .errors import SpeechLLMError
 from .extras import require_extra
 
 log = logging.getLogger(__name__)
@@ -150,27 +149,17 @@ def cmd_eval_gap(args):
 
 def cmd_infer(args):
     from . import load
-    from .inference import collect_inputs, infer_clips, split_model_argument
+    from .inference import check_output_path, collect_inputs, infer_clips, split_model_argument, write_json_lines
 
     name, audio = split_model_argument(args.inputs)
-    if args.out and (Path(args.out).is_dir() or not Path(args.out).absolute().parent.is_dir()):
-        raise ConfigError(f"--out {args.out}: not a file in an existing folder")  # before the model loads
     clips = collect_inputs(audio)
+    if args.out:  # before the model loads
+        check_output_path(args.out, [*audio, *([name] if name else [])], clips)
     model = load(name)  # None: the default model
     lines = infer_clips(model, clips, fields=args.fields.split(",") if args.fields is not None else None,
                         instruction=args.instruction, transcribe=args.transcribe,
                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)  # bad options fail here
-    out, failed = None, 0
-    try:
-        for line in lines:
-            failed += "error" in line
-            if out is None:  # opened at the first answer: a run that fails before it leaves an old --out file intact
-                out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-            out.write(json.dumps(line, ensure_ascii=False) + "\n")
-            out.flush()
-    finally:
-        if out is not None and out is not sys.stdout:
-            out.close()
+    failed = write_json_lines(lines, args.out)  # --out: written beside it and renamed at the end
     return 1 if failed else 0
 
 
@@ -203,7 +192,8 @@ def add_eval_parsers(sub) -> None:
     mode.add_argument("--instruction", help="free-form request about each clip (answer in 'answer')")
     mode.add_argument("--fields", help="comma-separated metadata fields, e.g. Gender,Accent")
     mode.add_argument("--transcribe", action="store_true", help="transcripts (default: all metadata fields)")
-    p.add_argument("--out", help="write JSON lines here instead of stdout")
+    p.add_argument("--out", help="write JSON lines to this file (via OUT.partial, renamed at the end) instead of "
+                                  "stdout; it may not be one of the inputs")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--max-new-tokens", type=positive_int, default=256, help="for --instruction and --transcribe")
     p.set_defaults(func=cmd_infer)

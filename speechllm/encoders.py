@@ -47,7 +47,10 @@ def build_encoder(spec: EncoderSpec) -> "AudioEncoder":
 
 def load_checked(model_class, name_or_path: str):
     """`model_class.from_pretrained`, refusing checkpoints that leave weights randomly initialised."""
-    model, info = model_class.from_pretrained(name_or_path, output_loading_info=True)
+    from .model_files import reading_model
+
+    with reading_model(name_or_path, "encoder"):
+        model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, trust_remote_code=False)
     # Masked-prediction heads etc. of pretraining checkpoints are expected extras; missing weights are not.
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
@@ -157,9 +160,12 @@ def _model_config(spec: EncoderSpec):
         return AutoConfig.for_model(**{"model_type": spec.family, **spec.hf_config})
     if spec.name_or_path is None:
         raise ConfigError("encoder: give `name_or_path` (hub id or local directory) or `hf_config`")
+    from .model_files import reading_model
     from .pretrained import resolve_name_or_path
 
-    return AutoConfig.from_pretrained(resolve_name_or_path(spec.name_or_path))
+    name = resolve_name_or_path(spec.name_or_path)
+    with reading_model(name, "encoder"):
+        return AutoConfig.from_pretrained(name, trust_remote_code=False)
 
 
 class AudioEncoder(nn.Module):
@@ -262,7 +268,10 @@ class WhisperAudioEncoder(AudioEncoder):
             raise ConfigError("whisper encoder: window_seconds cannot exceed 30 (Whisper's fixed input)")
         super().__init__(spec)
         if spec.name_or_path is not None:
-            config = AutoConfig.from_pretrained(spec.name_or_path)
+            from .model_files import reading_model
+
+            with reading_model(spec.name_or_path, "encoder"):
+                config = AutoConfig.from_pretrained(spec.name_or_path, trust_remote_code=False)
             # A saved encoder alone loads as itself; a whole Whisper (hub ids) gives up its encoder.
             if "WhisperEncoder" in (config.architectures or []):
                 self.model = load_checked(WhisperEncoder, spec.name_or_path)

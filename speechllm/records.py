@@ -24,7 +24,8 @@ from typing import Any, Iterator
 
 import soundfile as sf
 
-from .errors import DataError
+from .audio_decode import counted_seconds, header_frames
+from .errors import AudioError, DataError
 
 
 class BadRow(Exception):
@@ -114,6 +115,13 @@ def header_seconds(audio: str | dict, where: str = "audio") -> float:
     except (sf.SoundFileError, RuntimeError, OSError) as e:
         reason = getattr(e, "error_string", None) or str(e)
         raise BadRow(f"{where}: cannot read the audio header of {key or '<bytes>'} ({reason})") from None
-    if info.frames <= 0:
+    frames = header_frames(info.frames)
+    seconds = frames / info.samplerate if frames is not None else None
+    if seconds is None:  # a streaming encoder's header gives no length: count the frames (5.8e14 s otherwise)
+        try:
+            seconds = counted_seconds(key if key is not None else io.BytesIO(audio["bytes"]), key or "<bytes>")
+        except AudioError as e:
+            raise BadRow(f"{where}: {e}") from None
+    if seconds <= 0:
         raise BadRow(f"{where}: audio {key or '<bytes>'} is empty")
-    return info.frames / info.samplerate
+    return seconds

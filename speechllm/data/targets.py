@@ -34,6 +34,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..errors import ConfigError, DataError
+from ..model_files import reading_model
 from ..models.processing import FALLBACK_CHAT_TEMPLATE
 from ..records import BadRow, JsonLine, read_jsonl, row_segment
 from .target_runs import auto_shard, count_done, meta_path, read_meta, recover_output, shard_path, write_meta
@@ -315,8 +316,9 @@ def _load_llm(llm, dtype, device):
     if dtype == "auto":
         dtype = torch.bfloat16 if str(device).startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
     try:
-        tokenizer = AutoTokenizer.from_pretrained(llm)
-        model = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype).to(device)
+        with reading_model(llm, "text LLM"):
+            tokenizer = AutoTokenizer.from_pretrained(llm, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype, trust_remote_code=False).to(device)
     except OSError as error:
         raise ConfigError(f"cannot load the text LLM {llm!r}: {error}") from None
     return model.eval(), tokenizer, str(llm)

@@ -2,11 +2,19 @@
 
 `api`: chat, transcribe, generate_meta (what the model's methods call) and the one constrained metadata generate
 the server shares (`metadata_batch`). `batch`: what `speechllm infer` runs over files, folders and manifests
-(`collect_inputs`, `infer_clips`, `split_model_argument`). Nothing here imports the training-data layer.
+(`collect_inputs`, `infer_clips`, `split_model_argument`, `write_json_lines`). Nothing here imports the
+training-data layer.
 """
 
 from .api import chat, check_instruction, check_positive, generate_meta, metadata_batch, transcribe
-from .batch import InputClip, collect_inputs, infer_clips, split_model_argument
+from .batch import (
+    InputClip,
+    check_output_path,
+    collect_inputs,
+    infer_clips,
+    split_model_argument,
+    write_json_lines,
+)
 
-__all__ = ["InputClip", "chat", "check_instruction", "check_positive", "collect_inputs", "generate_meta",
-           "infer_clips", "metadata_batch", "split_model_argument", "transcribe"]
+__all__ = ["InputClip", "chat", "check_instruction", "check_output_path", "check_positive", "collect_inputs",
+           "generate_meta", "infer_clips", "metadata_batch", "split_model_argument", "transcribe", "write_json_lines"]

@@ -9,9 +9,14 @@ when the clip cannot be used (the others still run).
 
 from __future__ import annotations
 
+import itertools
+import json
+import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -22,6 +27,7 @@ from ..records import BadRow, read_jsonl, row_segment
 from .api import check_instruction, check_positive
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,3 +154,51 @@ def _answer(model, samples: list, fields, instruction, transcribe, max_new_token
     results = model.generate_meta(audio, fields, batch_size=len(audio))
     return [{**r.values, "confidences": r.confidences, "valid": r.valid, **({"problem": r.error} if r.error else {})}
             for r in results]
+
+
+def check_output_path(out: str | Path, arguments: Sequence[str], clips: Sequence[InputClip] = ()) -> Path:
+    """`out` as a results file: ConfigError when it is a folder, its folder does not exist, or it is one of the
+    inputs (an argument, or a clip a manifest names), compared as resolved paths, so the run cannot overwrite
+    what it reads."""
+    path = Path(out)
+    if path.is_dir() or not path.absolute().parent.is_dir():
+        raise ConfigError(f"--out {out}: not a file in an existing folder")
+    target = path.resolve()
+    for source in [*arguments, *(c.source for c in clips if isinstance(c.source, (str, Path)))]:
+        if Path(source).resolve() == target:
+            raise ConfigError(f"--out {out} is one of the inputs ({source}); write the results to another file")
+    return path
+
+
+def write_json_lines(lines: Iterable[dict], out: str | Path | None = None) -> int:
+    """Write each dict as a JSON line to `out`, or to stdout when None; returns how many held an "error".
+
+    A file is written as `out.partial` beside it and renamed over `out` only once every line is written, so
+    a run that fails or is killed half-way leaves an earlier `out` whole (its lines so far stay in the
+    `.partial` file, which the next run overwrites)."""
+    failed = 0
+    if out is None:
+        for line in lines:
+            failed += "error" in line
+            sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        return failed
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    lines = iter(lines)
+    first = next(lines, None)  # a run that fails before its first answer writes nothing at all
+    try:
+        with open(partial, "w", encoding="utf-8") as f:
+            for line in itertools.chain([] if first is None else [first], lines):
+                failed += "error" in line
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+                f.flush()
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        if partial.exists():
+            log.warning("the run stopped before its end: %s was left as it was; the lines written so far are in %s",
+                        out, partial)
+        raise
+    os.replace(partial, out)
+    return failed

@@ -19,6 +19,7 @@ from ..config import ModelSpec, from_dict
 from ..encoders import build_encoder
 from ..errors import ConfigError
 from ..heads import HEADS_CONFIG, HEADS_WEIGHTS, AttributeHeads
+from ..model_files import reading_model
 from ..pretrained import gemma_notice_files, resolve_name_or_path
 from .configuration import SpeechLLMConfig
 from .packaged import packaged_model_names, packaged_model_path, packaged_name
@@ -53,7 +54,9 @@ def _pretrained_llm(name_or_path: str):
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     try:
-        return AutoModelForCausalLM.from_pretrained(resolve_name_or_path(name_or_path))
+        path = resolve_name_or_path(name_or_path)
+        with reading_model(path, "LLM"):
+            return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False)
     finally:
         transformers_logging.set_verbosity(verbosity)
 
@@ -62,8 +65,15 @@ def _saved_or_base_tokenizer(path, spec: ModelSpec):
     """The tokenizer saved beside trainable-only weights, or the base LLM's when the folder ships none (a large
     vocabulary's tokenizer.json can outweigh the trained weights many times); the processor adds its tokens."""
     if checkpoint_file(path, "tokenizer_config.json", optional=True) is not None:
-        return AutoTokenizer.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(resolve_name_or_path(spec.llm.name_or_path))
+        with reading_model(path):
+            return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    return _base_tokenizer(spec.llm.name_or_path)
+
+
+def _base_tokenizer(name_or_path: str):
+    path = resolve_name_or_path(name_or_path)
+    with reading_model(path, "LLM"):
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
 
 class CheckpointMixin:
@@ -92,7 +102,7 @@ class CheckpointMixin:
         if tokenizer is None:
             if spec.llm.name_or_path is None:
                 raise ConfigError("a model built from llm.hf_config needs a tokenizer: from_spec(spec, tokenizer=...)")
-            tokenizer = AutoTokenizer.from_pretrained(resolve_name_or_path(spec.llm.name_or_path))
+            tokenizer = _base_tokenizer(spec.llm.name_or_path)
         model = cls(SpeechLLMConfig(spec), encoder=encoder, fusion_encoder=fusion, language_model=language_model)
         model.processor = SpeechLLMProcessor(tokenizer, model.config.model_spec)
         return model
@@ -101,7 +111,13 @@ class CheckpointMixin:
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Load a checkpoint written by `save_pretrained` (full or trainable-only) with its processor."""
         path = pretrained_model_name_or_path
-        config = kwargs.pop("config", None) or SpeechLLMConfig.from_pretrained(path)
+        kwargs["trust_remote_code"] = False  # the speechllm class is registered: no folder's code is needed
+        with reading_model(path):
+            return cls._from_folder(path, *args, **kwargs)
+
+    @classmethod
+    def _from_folder(cls, path, *args, **kwargs):
+        config = kwargs.pop("config", None) or SpeechLLMConfig.from_pretrained(path, trust_remote_code=False)
         if config.weights == "trainable":
             spec = config.model_spec
             for part in [spec.encoder, spec.fusion_encoder, spec.llm]:
@@ -116,7 +132,8 @@ class CheckpointMixin:
             model.config.weights = "trainable"
         else:
             model = super().from_pretrained(path, *args, config=config, **kwargs)
-            model.processor = SpeechLLMProcessor(AutoTokenizer.from_pretrained(path), model.config.model_spec)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+            model.processor = SpeechLLMProcessor(tokenizer, model.config.model_spec)
         # Heads live beside the weights (heads.json + heads.safetensors), in a local folder or a hub repo alike.
         heads_config = checkpoint_file(path, HEADS_CONFIG, optional=True)
         if heads_config is not None:
@@ -190,11 +207,12 @@ def load(name_or_path=None, device: str = "auto", dtype: torch.dtype | None = No
                           f"a hub id (owner/name) or a packaged model's name {packaged_model_names()}")
     device, default_dtype = pick_device(device)
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
-        if not isinstance(config, SpeechLLMConfig):
-            raise ConfigError(f"{name!r} holds a {config.model_type!r} model, not a speechllm one")
-        # AutoModel resolves the speechllm class registered for this config (modeling.py).
-        model = AutoModel.from_pretrained(name_or_path, config=config)
+        with reading_model(name_or_path):
+            config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+            if not isinstance(config, SpeechLLMConfig):
+                raise ConfigError(f"{name!r} holds a {config.model_type!r} model, not a speechllm one")
+            # AutoModel resolves the speechllm class registered for this config (modeling.py).
+            model = AutoModel.from_pretrained(name_or_path, config=config, trust_remote_code=False)
     except OSError as e:  # transformers' "not a local folder and not reachable on the hub"
         if could_be_hub_id and not Path(name).exists():
             import huggingface_hub.constants

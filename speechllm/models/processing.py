@@ -130,8 +130,8 @@ class SpeechLLMProcessor:
         if config_file is not None:
             spec = json.loads(Path(config_file).read_text())["spec"]
         else:
-            spec = SpeechLLMConfig.from_pretrained(path, **hub).model_spec
-        return cls(AutoTokenizer.from_pretrained(path, **hub), spec)
+            spec = SpeechLLMConfig.from_pretrained(path, trust_remote_code=False, **hub).model_spec
+        return cls(AutoTokenizer.from_pretrained(path, trust_remote_code=False, **hub), spec)
 
     def _find_end_of_turn_ids(self) -> list[int]:
         """The special tokens that close an assistant turn in this template (plus EOS): generation stops there."""

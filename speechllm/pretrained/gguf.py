@@ -163,9 +163,11 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
     gemma = is_gemma(gguf_architecture(gguf_file))
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            folder, gguf_file=name, **({"extra_special_tokens": _GEMMA_TURN_TOKENS} if gemma else {})
+            folder, gguf_file=name, trust_remote_code=False,
+            **({"extra_special_tokens": _GEMMA_TURN_TOKENS} if gemma else {})
         )
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
+                                                     trust_remote_code=False)
     except (ValueError, KeyError, NotImplementedError) as error:
         raise ConfigError(f"transformers cannot read the GGUF file {gguf_file}: {error}") from error
     if gemma:

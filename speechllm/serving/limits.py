@@ -20,7 +20,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from ..audio import SAMPLE_RATE, load_audio
+from ..audio import SAMPLE_RATE, check_format, load_audio
 from .config import ServerConfig
 from .errors import APIError, error_body
 from .remote_audio import fetch_remote_audio
@@ -174,11 +174,14 @@ def decode_clip(data: bytes, fmt: str, config: ServerConfig, *, max_seconds: flo
     """16 kHz mono float32 samples of one encoded clip. 413 when longer than the limit (read from the header
     first, so a long file is refused before it is decoded); AudioError (400) when it does not decode."""
     limit = min(x for x in (config.max_audio_seconds, max_seconds) if x is not None)
+    check_format(data[:12], f"{label} ({fmt})", fmt)  # the bytes must be the declared container before libsndfile
     try:
         declared = sf.info(io.BytesIO(data)).duration
     except Exception:  # undecodable: load_audio below says why, in its own words
         declared = 0.0
-    samples = None if declared > limit else load_audio(data, name=f"{label} ({fmt})", min_samples=min_samples)
+    # max_seconds also sizes the decode budget (frames x channels) and stops a header that lied about its length.
+    samples = None if declared > limit else load_audio(data, name=f"{label} ({fmt})", min_samples=min_samples,
+                                                       format=fmt, max_seconds=limit)
     seconds = declared if samples is None else len(samples) / SAMPLE_RATE
     if seconds > limit:
         raise APIError(413, f"{label} is {seconds:.1f} s long; this server accepts clips of at most {limit:g} s",

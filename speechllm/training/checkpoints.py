@@ -9,6 +9,7 @@ temporary name and renamed, so a crash mid-save never leaves a checkpoint or fin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from pathlib import Path
 from accelerate import Accelerator
 
 STATE_FILE = "trainer_state.json"
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 @dataclass
@@ -29,19 +32,44 @@ class ResumePoint:
     history: list[dict] | None = None
 
 
+def _read_state(checkpoint: Path) -> dict | None:
+    """A checkpoint's trainer state, or None (with a warning naming the file) when it is unreadable: a
+    truncated or hand-edited file must not stop every later run that saves into the same folder."""
+    path = checkpoint / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(state, dict) and all(isinstance(state.get(k), int) for k in ("stage", "step", "order")) \
+                and isinstance(state.get("history"), list):
+            return state
+        reason = "it lacks stage, step, order or history"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        reason = str(e)
+    if str(path) not in _warned:  # once per file: retention lists the checkpoints after every save
+        _warned.add(str(path))
+        log.warning("skipping checkpoint %s: %s is unreadable (%s); it is left in place, neither resumed from nor "
+                    "deleted", checkpoint, path, reason)
+    return None
+
+
+def _readable_checkpoints(output_dir: Path) -> list[tuple[Path, dict]]:
+    found = [p for p in sorted(Path(output_dir).glob("checkpoint-*")) if (p / STATE_FILE).exists()]
+    states = [(p, _read_state(p)) for p in found]
+    return sorted([(p, s) for p, s in states if s is not None], key=lambda item: item[1]["order"])
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
-    """The complete checkpoints in `output_dir`, oldest first (temporary folders of interrupted saves are not)."""
-    found = [p for p in Path(output_dir).glob("checkpoint-*") if (p / STATE_FILE).exists()]
-    return sorted(found, key=lambda p: json.loads((p / STATE_FILE).read_text())["order"])
+    """The complete checkpoints in `output_dir`, oldest first (temporary folders of interrupted saves are not,
+    nor checkpoints whose trainer_state.json cannot be read: those are named in a warning and left alone)."""
+    return [p for p, _ in _readable_checkpoints(output_dir)]
 
 
 def resume_point(output_dir: Path) -> ResumePoint:
-    """The latest checkpoint of `output_dir` to resume from, or a fresh start when there is none."""
-    found = list_checkpoints(output_dir)
+    """The latest readable checkpoint of `output_dir` to resume from, or a fresh start when there is none."""
+    found = _readable_checkpoints(output_dir)
     if not found:
         return ResumePoint()
-    state = json.loads((found[-1] / STATE_FILE).read_text())
-    return ResumePoint(found[-1], state["stage"], state["step"], state["history"])
+    path, state = found[-1]
+    return ResumePoint(path, state["stage"], state["step"], state["history"])
 
 
 def _replace_atomically(temporary: Path, final: Path) -> None:
@@ -64,6 +92,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, stage_index: int
     if accelerator.is_main_process:
         state = {"stage": stage_index, "step": step, "order": stage_index * 10**9 + step, "history": history}
         (temporary / STATE_FILE).write_text(json.dumps(state))
+        if final.exists() and _read_state(final) is None:
+            log.warning("replacing the unreadable checkpoint %s with this run's save of the same step", final)
         _replace_atomically(temporary, final)
         for old in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old)

@@ -22,6 +22,7 @@ from transformers import AutoTokenizer, get_scheduler
 
 from ..audio import load_conversation_audio
 from ..errors import ConfigError
+from ..model_files import reading_model
 from ..models import SpeechLLMForConditionalGeneration
 from .batches import StepBatches, collate_examples, step_loader, to_device
 from .checkpoints import ResumePoint, resume_point, save_checkpoint
@@ -42,8 +43,11 @@ def build_model(config: TrainConfig) -> SpeechLLMForConditionalGeneration:
     tokenizer = None
     if config.tokenizer is not None:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
+            with reading_model(config.tokenizer, "tokenizer"):
+                tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, trust_remote_code=False)
         except (OSError, ValueError) as error:
+            if isinstance(error, ConfigError):  # a damaged file or remote code, named by reading_model
+                raise
             raise ConfigError(f"tokenizer {config.tokenizer!r}: not a folder with a saved tokenizer, nor a hub id "
                               f"that can be loaded ({error})") from None
     return SpeechLLMForConditionalGeneration.from_spec(config.model, tokenizer=tokenizer)
