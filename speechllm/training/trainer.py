@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import parse_flag_from_env, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_scheduler
 
@@ -78,7 +78,8 @@ class Trainer:
         precision = resolve_precision(config.precision)
         set_seed(config.seed)
         self.model = model or build_model(config)
-        self.sharded = config.distributed == "fsdp"
+        # An accelerate config with distributed_type FSDP (recipes/accelerate/fsdp.yaml) asks for the same.
+        self.sharded = config.distributed == "fsdp" or parse_flag_from_env("ACCELERATE_USE_FSDP")
         encoder_trains = any("encoder" in stage.trains for stage in config.stages)
         gpu = torch.cuda.is_available()
         self.accelerator = Accelerator(
