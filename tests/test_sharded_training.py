@@ -21,15 +21,21 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH"
 LORA = ["model.llm.train=lora", "model.llm.lora.dropout=0"]
 
 
-def launch(processes: int, port: int, *arguments: str) -> list[str]:
-    multi = ["--multi_gpu", "--main_process_port", str(port)] if processes > 1 else []
+FSDP_CONFIG = ROOT / "speechllm" / "recipes" / "accelerate" / "fsdp.yaml"
+
+
+def launch(processes: int, port: int, *arguments: str, config_file=None) -> list[str]:
+    if config_file is not None:  # the shipped 8-GPU file, here with 2 CPU processes in fp32
+        multi = ["--config_file", str(config_file), "--mixed_precision", "no", "--main_process_port", str(port)]
+    else:
+        multi = ["--multi_gpu", "--main_process_port", str(port)] if processes > 1 else []
     return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), *multi, *arguments]
 
 
-def train_command(toy, out, processes: int, port: int, *extra) -> list[str]:
+def train_command(corpus, out, processes: int, port: int, *extra, config_file=None) -> list[str]:
     per_process = 4 // processes  # the same global batch of 4
-    return launch(processes, port, "-m", "speechllm.cli", "train", str(RECIPE), *overrides(
-        toy, out, *LORA, "stages.0.steps=3", "stages.1.steps=3", f"stages.0.batch_size={per_process}",
+    return launch(processes, port, "-m", "speechllm.cli", "train", str(RECIPE), config_file=config_file, *overrides(
+        corpus, out, *LORA, "stages.0.steps=3", "stages.1.steps=3", f"stages.0.batch_size={per_process}",
         f"stages.1.batch_size={per_process}", "save_every=2", "eval_batches=1", "log_every=1", *extra))
 
 
@@ -39,10 +45,11 @@ def losses(out) -> list[float]:
 
 @pytest.fixture(scope="module")
 def runs(toy, tmp_path_factory):  # noqa: F811
-    """An unsharded 1-process run and an uninterrupted 2-process sharded run of the same recipe."""
+    """An unsharded 1-process run, and an uninterrupted 2-process run of the same recipe sharded by the shipped
+    accelerate config file (the recipe itself says `distributed: ddp`)."""
     folder = tmp_path_factory.mktemp("sharded")
     subprocess.run(train_command(toy, folder / "one", 1, 0), check=True, env=ENV, capture_output=True)
-    subprocess.run(train_command(toy, folder / "fsdp", 2, 29541, "distributed=fsdp"), check=True, env=ENV,
+    subprocess.run(train_command(toy, folder / "fsdp", 2, 29541, config_file=FSDP_CONFIG), check=True, env=ENV,
                    capture_output=True)
     return folder
 
@@ -64,7 +71,7 @@ def test_two_sharded_processes_train_like_one_unsharded_process(runs):
 @pytest.mark.slow
 def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(runs, toy):  # noqa: F811
     out = runs / "killed"
-    command = train_command(toy, out, 2, 29543, "distributed=fsdp")
+    command = train_command(toy, out, 2, 29543, "distributed=fsdp")  # the recipe's switch this time
     # Its own process group, so that SIGKILL takes the launcher and both workers at once, as a lost machine would.
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)

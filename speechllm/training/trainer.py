@@ -2,7 +2,8 @@
 evaluation, checkpoints), then the end of the run (training/finish.py).
 
 Runs alone or under `accelerate launch --num_processes N` (data-parallel; accelerate owns the
-process group); with `distributed: fsdp` each process holds a shard of the model (sharding.py). Each optimiser step sees `world * batch_size * grad_accum` examples; losses are sums
+process group); with `distributed: fsdp` each process holds a shard of the model (sharding.py).
+Each optimiser step sees `world * batch_size * grad_accum` examples; losses are sums
 over answer tokens divided by the answer tokens of the whole global batch, so N processes compute the
 same update as one process with the same global batch.
 """
@@ -31,8 +32,15 @@ from .feature_cache import FeatureCache
 from .finish import finish_run
 from .losses import LossConfig, loss_sums
 from .precision import resolve_precision
-from .sharding import (SHARDED_STATE, fsdp_plugin, full_state_dict, is_sharded, load_sharded_state,
-                       save_sharded_state, shard_model)
+from .sharding import (
+    SHARDED_STATE,
+    fsdp_plugin,
+    full_state_dict,
+    is_sharded,
+    load_sharded_state,
+    save_sharded_state,
+    shard_model,
+)
 
 # logging.getLogger(__name__) wrapped by accelerate so that only the main process logs.
 logger = get_logger(__name__)
@@ -100,6 +108,8 @@ class Trainer:
         self.shards_locally = self.sharded and not gpu and self.world > 1
         if self.shards_locally:
             shard_model(self.model, encoder_trains)
+        elif self.sharded and gpu and not encoder_trains:
+            self.model.encoder.to(self.accelerator.device)  # left out of the shards, so fully_shard does not move it
         self.datasets = RunDatasets(config, self.model.metadata_schema)
         self.history: list[dict] = []
         if self.accelerator.is_main_process:
