@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 from transformers import logging as transformers_logging
 
@@ -145,7 +146,9 @@ class CheckpointMixin:
         """Write config, processor (tokenizer + processor_config.json), safetensors weights and heads.
 
         `trainable_only=True` writes only the weights that train (connector, adapters, unfrozen parts)
-        and references to the base encoder and LLM, which must then have a `name_or_path`.
+        and references to the base encoder and LLM, which must then have a `name_or_path`. A model sharded over
+        processes (FSDP) saves what `state_dict` holds: the gathered whole tensors
+        (speechllm.training.sharding.full_state_dict, called on every process), written by one process.
         """
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
@@ -156,7 +159,14 @@ class CheckpointMixin:
                     raise ConfigError(f"cannot save trainable-only: {name} has no name_or_path to refer to; "
                                       "save the full model")
             names = {n for n, p in self.named_parameters() if p.requires_grad}
-            state = {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if n in names}
+            state = kwargs.pop("state_dict", None)
+            if state is None:
+                state = self.state_dict()
+                if any(isinstance(t, DTensor) for t in state.values()):
+                    raise ConfigError("this model is sharded over processes (FSDP): gather its weights with "
+                                      "speechllm.training.sharding.full_state_dict(model, trainable_only=True) on "
+                                      "every process and pass them as save_pretrained(..., state_dict=...)")
+            state = {n: t.detach().cpu().contiguous() for n, t in state.items() if n in names}
             save_file(state, str(save_directory / TRAINABLE_WEIGHTS), metadata={"format": "pt"})
             SpeechLLMConfig(spec, weights="trainable").save_pretrained(save_directory)
         else:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,9 +80,10 @@ def _replace_atomically(temporary: Path, final: Path) -> None:
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, stage_index: int, step: int, history: list[dict],
-                    keep: int) -> Path:
+                    keep: int, also_save: Callable[[Path], None] | None = None) -> Path:
     """Save the prepared objects' state after `step` of stage `stage_index`, then delete all but the last `keep`
-    checkpoints. Every process calls it (accelerate saves each one's random state); the main one writes the rest."""
+    checkpoints. Every process calls it (accelerate saves each one's random state); the main one writes the rest.
+    `also_save(folder)`, called on every process, adds what accelerate does not hold (sharded model and optimiser)."""
     name = f"checkpoint-{stage_index}-{step:07d}"
     final = output_dir / name
     temporary = output_dir / f".tmp-{name}"
@@ -89,6 +91,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, stage_index: int
         shutil.rmtree(temporary)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary))
+    if also_save is not None:
+        also_save(temporary)
     if accelerator.is_main_process:
         state = {"stage": stage_index, "step": step, "order": stage_index * 10**9 + step, "history": history}
         (temporary / STATE_FILE).write_text(json.dumps(state))

@@ -54,6 +54,9 @@ class TrainConfig:
     eval_batches: int = 4  # batches of the largest stage batch size: one eval set, built once, scores every stage
     eval_samples: int = 2  # generated answers shown at each evaluation
     log_every: int = 10
+    # "ddp": every process holds the whole model (or what an accelerate config file says, e.g. DeepSpeed ZeRO);
+    # "fsdp": each process holds a shard of the weights, gradients and optimiser states (training/sharding.py).
+    distributed: Literal["ddp", "fsdp"] = "ddp"
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     num_workers: int = 0  # processes that read and collate upcoming steps' audio while the model trains
     # Attribute heads fitted after the last stage, on the data's metadata manifests: {field: [features]}, features
@@ -127,6 +130,9 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfi
     if config.adapter_scale != 1 and not any(part is not None and part.train == "lora" for part in parts):
         raise ConfigError("adapter_scale scales LoRA adapters, and no part of this model trains with LoRA "
                           "(set model.llm.train: lora, or drop adapter_scale)")
+    if config.distributed == "fsdp" and any(stage.loss.distills for stage in config.stages):
+        raise ConfigError("distillation runs the LLM outside the model's forward, which a sharded (fsdp) model "
+                          "cannot do; use distributed: ddp for recipes with distill_logits or distill_hidden")
     from ..heads import check_head_features
 
     for name, features in config.heads.items():

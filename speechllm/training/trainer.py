@@ -2,7 +2,8 @@
 evaluation, checkpoints), then the end of the run (training/finish.py).
 
 Runs alone or under `accelerate launch --num_processes N` (data-parallel; accelerate owns the
-process group). Each optimiser step sees `world * batch_size * grad_accum` examples; losses are sums
+process group); with `distributed: fsdp` each process holds a shard of the model (sharding.py).
+Each optimiser step sees `world * batch_size * grad_accum` examples; losses are sums
 over answer tokens divided by the answer tokens of the whole global batch, so N processes compute the
 same update as one process with the same global batch.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import parse_flag_from_env, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_scheduler
 
@@ -32,6 +33,15 @@ from .feature_cache import FeatureCache
 from .finish import finish_run
 from .losses import LossConfig, loss_sums
 from .precision import resolve_precision
+from .sharding import (
+    SHARDED_STATE,
+    fsdp_plugin,
+    full_state_dict,
+    is_sharded,
+    load_sharded_state,
+    save_sharded_state,
+    shard_model,
+)
 
 # logging.getLogger(__name__) wrapped by accelerate so that only the main process logs.
 logger = get_logger(__name__)
@@ -78,18 +88,32 @@ class Trainer:
             raise ConfigError(f"output_dir {str(self.output_dir)!r}: {str(in_the_way)!r} is a file, not a folder; "
                               "pick another output_dir")
         precision = resolve_precision(config.precision)
+        set_seed(config.seed)
+        self.model = model or build_model(config)
+        # An accelerate config with distributed_type FSDP (recipes/accelerate/fsdp.yaml) asks for the same.
+        self.sharded = config.distributed == "fsdp" or parse_flag_from_env("ACCELERATE_USE_FSDP")
+        encoder_trains = any("encoder" in stage.trains for stage in config.stages)
+        gpu = torch.cuda.is_available()
         self.accelerator = Accelerator(
             # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) join over gloo.
-            cpu=not torch.cuda.is_available(),
+            cpu=not gpu,
             mixed_precision="no" if precision == "fp32" else precision,
             log_with=[r for r in config.report_to if r in ("tensorboard", "wandb")] or None,
             project_dir=str(self.output_dir),
+            # One scheduler step per optimiser step: accelerate would step it once per process (it assumes the
+            # steps of a stage shrink with the process count; here they do not), ending N-process schedules early.
+            step_scheduler_with_optimizer=False,
+            fsdp_plugin=fsdp_plugin(self.model, encoder_trains) if self.sharded and gpu else None,
         )
-        set_seed(config.seed)
-        self.model = model or build_model(config)
         self.processor = self.model.processor
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
+        # accelerate ignores FSDP on CPUs (it would run DDP): shard with torch's fully_shard here instead.
+        self.shards_locally = self.sharded and not gpu and self.world > 1
+        if self.shards_locally:
+            shard_model(self.model, encoder_trains)
+        elif self.sharded and gpu and not encoder_trains:
+            self.model.encoder.to(self.accelerator.device)  # left out of the shards, so fully_shard does not move it
         self.datasets = RunDatasets(config, self.model.metadata_schema)
         self.history: list[dict] = []
         if self.accelerator.is_main_process:
@@ -122,9 +146,15 @@ class Trainer:
         # Fused: one kernel for all weights instead of a dozen per weight (several times faster on a CPU).
         optimizer = torch.optim.AdamW(trained, lr=stage.lr, weight_decay=stage.weight_decay, fused=True)
         scheduler = get_scheduler(stage.schedule, optimizer, stage.warmup_steps, stage.steps)
-        model, optimizer, scheduler = acc.prepare(self.model, optimizer, scheduler)
+        if self.shards_locally:  # accelerate would wrap the sharded model in DDP; the optimiser is saved sharded
+            model, scheduler = self.model, acc.prepare(scheduler)
+        else:
+            model, optimizer, scheduler = acc.prepare(self.model, optimizer, scheduler)
+            trained = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them with shards
         if checkpoint is not None:
             acc.load_state(str(checkpoint))
+            if self.shards_locally:
+                load_sharded_state(model, optimizer, checkpoint / SHARDED_STATE)
         cache = None
         if self.config.feature_cache and not any(p.requires_grad for p in self.model.encoder.parameters()):
             cache = FeatureCache(self.output_dir / "feature-cache", self.model.encoder)
@@ -171,7 +201,9 @@ class Trainer:
             if (self.config.eval_every and done % self.config.eval_every == 0) or done == stage.steps:
                 self.report_evaluation(model, stage, index, done, cache)
             if (self.config.save_every and done % self.config.save_every == 0) or done == stage.steps:
-                save_checkpoint(acc, self.output_dir, index, done, self.history, self.config.keep_checkpoints)
+                also = ((lambda folder: save_sharded_state(model, optimizer, folder / SHARDED_STATE))
+                        if self.shards_locally else None)
+                save_checkpoint(acc, self.output_dir, index, done, self.history, self.config.keep_checkpoints, also)
         if cache is not None:
             self.history.append({"stage": stage.name, "feature_cache_hits": cache.hits,
                                  "feature_cache_misses": cache.misses})
@@ -200,15 +232,21 @@ class Trainer:
         model.eval()
         size, batch_size = len(self.eval_set), eval_batch_size(self.config)
         totals = torch.zeros(2)
-        for start in range(self.rank * batch_size, size, batch_size * self.world):
+        starts = list(range(self.rank * batch_size, size, batch_size * self.world))
+        # A sharded forward is a collective: every process runs as many as the busiest, the extra ones uncounted.
+        rounds = -(-size // (batch_size * self.world)) if self.sharded else len(starts)
+        for round_ in range(rounds):
+            start = starts[round_] if round_ < len(starts) else 0
             examples = [self.eval_set[i] for i in range(start, min(start + batch_size, size))]
             batch = collate_examples(self.processor, examples)
             batch["student"] = to_device(batch["student"], self.accelerator.device)
             sums = loss_sums(model, batch, LossConfig(), cache)
-            totals += torch.tensor([float(sums["cross_entropy"]), batch["tokens"]])
+            if round_ < len(starts):
+                totals += torch.tensor([float(sums["cross_entropy"]), batch["tokens"]])
         totals = self.accelerator.reduce(totals.to(self.accelerator.device), "sum").cpu()
         result = {"eval_loss": float(totals[0] / max(totals[1], 1))}
-        if self.accelerator.is_main_process and self.config.eval_samples:
+        # Generation runs parts of a sharded model outside its forward: samples come from unsharded runs only.
+        if self.accelerator.is_main_process and self.config.eval_samples and not is_sharded(model):
             result["samples"] = self.sample_answers(model, self.config.eval_samples)
         model.train()
         return result
@@ -225,9 +263,22 @@ class Trainer:
             samples.append({"reference": reference, "generated": self.processor.decode(tokens)[0]})
         return samples
 
+    def unsharded_copy(self, state: dict) -> SpeechLLMForConditionalGeneration:
+        """A whole model holding the gathered weights `state`, with the last stage's parts trainable (so a
+        trainable-only save writes what trained), for the end-of-run steps."""
+        model = SpeechLLMForConditionalGeneration(self.model.config)
+        model.load_state_dict(state)
+        model.processor = self.processor
+        set_trainable(model, self.config.stages[-1].trains)
+        return model
+
     def finish(self) -> Path:
         """The end-of-run step (adapter scaling, attribute heads, final save) on the main process."""
         self.accelerator.wait_for_everyone()
+        if is_sharded(self.model):
+            state = full_state_dict(self.model)  # every process sends its shards; the main one gets the tensors
+            if self.accelerator.is_main_process:
+                self.model = self.unsharded_copy(state)
         if self.accelerator.is_main_process:
             finish_run(self.model, self.config, self.history)
         self.accelerator.wait_for_everyone()
