@@ -21,13 +21,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from ..audio import SAMPLE_RATE, check_format, load_audio
+from ..audio_decode import sniff_format
 from .config import ServerConfig
 from .errors import APIError, error_body
 from .remote_audio import fetch_remote_audio
 from .schemas import AUDIO_FORMATS
 
 _ALIASES = {"wave": "wav", "oga": "ogg", "opus": "ogg", "mpeg": "mp3", "x-wav": "wav", "x-flac": "flac"}
-_KNOWN_UNSUPPORTED = {b"\x1aE\xdf\xa3": "webm/matroska", b"ftyp": "mp4/m4a"}
 
 
 # -- whole requests -------------------------------------------------------------------------------------
@@ -146,27 +146,12 @@ def audio_format(data: bytes, declared: str | None = None, filename: str | None 
         if declared:
             raise APIError(415, f"audio format {declared!r} is not supported; send one of {list(AUDIO_FORMATS)} "
                                 f"(e.g. `ffmpeg -i IN -ar 16000 OUT.wav`)", "unsupported_audio_format")
-    sniffed = _sniff(data)
+    sniffed = sniff_format(data[:12])
     if sniffed in AUDIO_FORMATS:
         return sniffed
     what = sniffed or (f"'.{name}'" if name else "unknown")
     raise APIError(415, f"audio format {what} is not supported; send one of {list(AUDIO_FORMATS)} "
                         f"(browsers record webm/opus: encode WAV instead)", "unsupported_audio_format")
-
-
-def _sniff(data: bytes) -> str | None:
-    if data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE":
-        return "wav"
-    if data[:4] == b"fLaC":
-        return "flac"
-    if data[:4] == b"OggS":
-        return "ogg"
-    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
-        return "mp3"
-    for magic, name in _KNOWN_UNSUPPORTED.items():
-        if magic in data[:12]:
-            return name
-    return None
 
 
 def decode_clip(data: bytes, fmt: str, config: ServerConfig, *, max_seconds: float | None = None,
