@@ -46,10 +46,12 @@ class GenerateSettings:
 
 @dataclass(frozen=True)
 class MetaSettings:
-    """A metadata answer: which fields (None: all), and a token cap (None: the constraint's own bound)."""
+    """A metadata answer: which fields (None: all), a token cap (None: the constraint's own bound), and the
+    confidence below which a label answers null, "not sure" (None: always answer)."""
 
     fields: tuple[str, ...] | None
     max_tokens: int | None = None
+    min_confidence: float | None = None
 
 
 @dataclass(eq=False)
@@ -150,6 +152,7 @@ def _run_meta(model, jobs: list[Job]) -> list[Answer]:
     instruction = instruction_for(names, schema)  # the prompt the model was trained on, as generate_meta sends it
     batch = _device_batch(model, [[prompt_message(instruction, job.payload)] for job in jobs])
     results, new = metadata_batch(model, batch, schema, names, max_new_tokens=settings.max_tokens,
+                                  min_confidence=settings.min_confidence,
                                   stopping_criteria=StoppingCriteriaList([CancelRows([j.cancel for j in jobs], False)]))
     answers = _answers(model, batch, new, {tokenizer.eos_token_id})
     for answer, result in zip(answers, results):

@@ -61,8 +61,8 @@ async def schema(request: Request, model: str | None = Query(None, description="
                                                                                "the first model)")):
     """The model's metadata fields (name, kind, labels) and the JSON Schema of a full answer."""
     model_schema = state(request).pick(model).schema
-    fields = [SchemaField(name=f.name, kind=f.kind, labels=list(f.labels), description=f.description)
-              for f in model_schema.fields]
+    fields = [SchemaField(name=f.name, kind=f.kind, labels=list(f.labels), description=f.description,
+                          speaker=f.speaker) for f in model_schema.fields]
     return SchemaResponse(fields=fields, json_schema=model_schema.json_schema())
 
 
@@ -94,7 +94,22 @@ _METADATA_BODY = {"requestBody": {"required": True, "content": {
         "file": {"type": "string", "format": "binary", "description": "wav, mp3, flac or ogg"},
         "fields": {"type": "array", "items": {"type": "string"},
                    "description": "metadata fields, repeated or comma-separated (absent: all)"},
-        "model": {"type": "string", "description": "a served model's id (absent: the first)"}}}}}}}
+        "model": {"type": "string", "description": "a served model's id (absent: the first)"},
+        "min_confidence": {"type": "number", "minimum": 0, "maximum": 1,
+                           "description": "labels below this confidence come back null: not sure"}}}}}}}
+
+
+def _form_probability(value, name: str) -> float | None:
+    """A multipart field that holds a number from 0 to 1, or None when absent; APIError 400 otherwise."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not 0 <= number <= 1:
+        raise APIError(400, f"{name} must be a number from 0 to 1, got {str(value)[:40]!r}", "invalid_request", name)
+    return number
 
 
 @router.post("/v1/metadata", response_model=MetadataResponse, openapi_extra=_METADATA_BODY)
@@ -110,20 +125,22 @@ async def metadata(request: Request):
         raw, declared, filename = await upload.read(), form.get("format"), upload.filename
         fields = form.getlist("fields") or None
         model = form.get("model") if isinstance(form.get("model"), str) else None
+        min_confidence = _form_probability(form.get("min_confidence"), "min_confidence")
     elif kind in ("application/json", ""):
         try:
             body = MetadataRequest.model_validate_json(await request.body())
         except ValidationError as e:
             raise RequestValidationError([{**x, "loc": ("body", *x["loc"])} for x in e.errors()]) from None
         raw, declared, filename, fields = b64decode(body.audio, "audio"), body.format, None, body.fields
-        model = body.model
+        model, min_confidence = body.model, body.min_confidence
     else:
         raise APIError(415, f"send application/json or multipart/form-data, not {kind!r}", "unsupported_media_type")
     served = server.pick(model)
     names = parse_fields(served, fields, "fields")
     clip = await clip_from_bytes(server, served, raw, "audio", declared if isinstance(declared, str) else None,
                                  filename)
-    result = await answer(request, served, Job("meta", (clip, SAMPLE_RATE), MetaSettings(names)))
+    result = await answer(request, served, Job("meta", (clip, SAMPLE_RATE),
+                                               MetaSettings(names, min_confidence=min_confidence)))
     meta = result.metadata
     return MetadataResponse(model=served.id, metadata=meta.values, confidences=meta.confidences,
                             valid=meta.valid, error=meta.error, text=result.text,

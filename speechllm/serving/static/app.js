@@ -154,13 +154,19 @@ function show({ transcript, answer, metadata }, raw) {
   body.innerHTML = "";
   $("meta").hidden = !metadata;
   if (metadata) {
+    // No speech, no speaker: a null label is "no speaker" when SpeechActivity is false, else "not sure"
+    // (below min_confidence); neither shows a confidence bar, which would read as a claim.
+    const noSpeech = metadata.metadata.SpeechActivity === false;
+    if (noSpeech && !metadata.metadata.Transcript) $("transcript").textContent = "(no speech)";
     for (const [name, value] of Object.entries(metadata.metadata)) {
       if (name === "Transcript") continue;
       const conf = metadata.confidences[name];
       const row = body.insertRow();
       row.insertCell().textContent = name;
-      row.insertCell().textContent = String(value);
-      row.insertCell().innerHTML = conf === undefined ? "" :
+      const cell = row.insertCell();
+      cell.textContent = value === null ? (noSpeech ? "no speaker" : "not sure") : String(value);
+      if (value === null) cell.className = "null";
+      row.insertCell().innerHTML = conf === undefined || value === null ? "" :
         `<span class="bar" style="width:${Math.round(conf * 80)}px"></span>${(conf * 100).toFixed(1)} %`;
     }
   }
