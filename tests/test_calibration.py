@@ -38,7 +38,7 @@ def test_fit_heads_calibrates_on_held_out_clips_and_the_calibration_is_saved(tmp
     loaded = AttributeHeads.load(tmp_path, SPEECHLLM_SCHEMA)
     assert loaded.spec["Gender"]["calibration"] == calibration
     test, truth = _features(300, seed=1)
-    probs = loaded.heads["Gender"](test).numpy()  # the head's raw probabilities
+    probs = loaded.heads["Gender"](test).detach().numpy()  # the head's raw probabilities
     answers = np.array(["Female", "Male"])[probs.argmax(1)]
     calibrated = apply_calibration(calibration, probs.max(1))
     assert np.abs(calibrated - probs.max(1)).max() > 1e-3

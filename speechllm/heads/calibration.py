@@ -39,7 +39,7 @@ def fit_platt(confidences, correct, *, prior: float = 1e-2, steps: int = 100) ->
         return loss
 
     optimizer.step(closure)
-    return {"method": "platt", "a": float(a), "b": float(b), "clips": int(len(y))}
+    return {"method": "platt", "a": a.item(), "b": b.item(), "clips": int(len(y))}
 
 
 def apply_calibration(calibration: dict | None, confidences):
