@@ -29,7 +29,8 @@ from .fitting import calibrate_heads, fit_head, fit_heads, fit_model_heads, labe
 from .model import HEADS_CONFIG, HEADS_WEIGHTS, AttributeHeads, HeadPrediction, LinearHead, field_values
 
 __all__ = [
-    "AttributeHeads", "apply_calibration", "calibrate_heads", "fit_platt", "ENCODER_FEATURES", "FEATURES", "HEADS_CONFIG", "HEADS_WEIGHTS", "HeadPrediction",
+    "AttributeHeads", "ENCODER_FEATURES", "FEATURES", "HEADS_CONFIG", "HEADS_WEIGHTS", "HeadPrediction",
+    "apply_calibration", "calibrate_heads", "fit_platt",
     "LAYER_FEATURES", "LinearHead", "PretrainedExtractors", "VoiceEncoder", "check_head_features", "clip_features",
     "encode_for_heads", "encoder_features", "encoder_layer_features", "f0_track", "field_values", "fit_head",
     "fit_heads", "fit_model_heads", "formant_features", "formant_track", "labelled_clips", "model_clip_features",

@@ -11,8 +11,8 @@ from torch import nn
 from ..audio import load_audio
 from ..errors import ConfigError
 from ..metadata import MetadataSchema
-from .encoder import encode_for_heads
 from .calibration import fit_platt, holdout_mask
+from .encoder import encode_for_heads
 from .extractors import PretrainedExtractors
 from .features import clip_features
 from .model import AttributeHeads, field_values

@@ -1,7 +1,8 @@
 """The attribute heads: one logistic regression per metadata field, their predictions, and their files.
 
 A model's heads are saved beside it as heads.json (per field: the features read, the input width, and the
-calibration of its confidence when it has one: calibration.py) and heads.safetensors (per field: the standardisation's mean and scale, the linear layer's weight and bias).
+calibration of its confidence when it has one: calibration.py) and heads.safetensors (per field: the
+standardisation's mean and scale, the linear layer's weight and bias).
 """
 
 from __future__ import annotations
