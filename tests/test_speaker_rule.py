@@ -52,6 +52,8 @@ def test_no_speech_gives_null_speakers_and_no_words_through_the_library(deaf):
     assert result.valid, result.error
     assert result.values == {"SpeechActivity": False, "Transcript": "", **dict.fromkeys(SPEAKER_FIELDS)}
     assert json.loads(result.text) == result.values  # the JSON the model wrote, nulls included
+    # a null speaker field is as sure as the "no speech" it follows from
+    assert result.confidences["Gender"] == pytest.approx(result.confidences["SpeechActivity"])
     # asked without SpeechActivity, the head still decides: no speaker, whatever order
     alone = deaf.generate_meta((noise(1), RATE), fields=["Accent", "Gender", "Transcript"])
     assert alone.values == {"Accent": None, "Gender": None, "Transcript": ""} and alone.valid

@@ -125,8 +125,7 @@ def metadata_batch(
     results = decode_results(out.sequences, out.scores, tokenizer, schema, names)
     for r, result in enumerate(results):
         if decisions is not None:
-            result.confidences.update({n: d.confidence for n, d in decisions[r].items()
-                                       if result.values.get(n) is not None})
+            result.confidences.update({n: d.confidence for n, d in decisions[r].items() if n in result.values})
         if min_confidence is not None:
             abstain(result, schema, names, min_confidence)
     new_tokens = out.sequences[:, out.sequences.shape[1] - len(out.scores):].tolist()
@@ -136,13 +135,15 @@ def metadata_batch(
 def _speech_decision(row: dict) -> dict:
     """A row of head decisions under "no speech, no speaker". Answering "no speech" empties the transcript, so the
     head must be near-certain of it: a borderline call answers speech, with the head's (low) probability of it,
-    rather than delete the words of a quiet real speaker. With no speech, every speaker field of the row is null."""
+    rather than delete the words of a quiet real speaker. With no speech, every speaker field of the row is null,
+    with the confidence of "no speech"."""
     speech = row.get(SPEECH_FIELD)
     if speech is None or speech.value is True:
         return row
     if speech.confidence < NO_SPEECH_CERTAINTY:
         return {**row, SPEECH_FIELD: HeadPrediction(True, 1.0 - speech.confidence)}
-    return {n: d if n == SPEECH_FIELD else HeadPrediction(None, d.confidence) for n, d in row.items()}
+    # a null speaker field is as sure as the "no speech" it follows from
+    return {n: d if n == SPEECH_FIELD else HeadPrediction(None, speech.confidence) for n, d in row.items()}
 
 
 def abstain(result: MetadataResult, schema: MetadataSchema, names: Sequence[str], min_confidence: float) -> None:
