@@ -30,6 +30,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """argparse type: a number from 0 to 1 (a confidence threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {value}")
+    return value
+
+
 def port_number(text: str) -> int:
     """argparse type: a TCP port, 0-65535 (0: any free port)."""
     try:
@@ -158,7 +169,8 @@ def cmd_infer(args):
     model = load(name)  # None: the default model
     lines = infer_clips(model, clips, fields=args.fields.split(",") if args.fields is not None else None,
                         instruction=args.instruction, transcribe=args.transcribe,
-                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)  # bad options fail here
+                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                        min_confidence=args.min_confidence)  # bad options fail here
     failed = write_json_lines(lines, args.out)  # --out: written beside it and renamed at the end
     return 1 if failed else 0
 
@@ -196,6 +208,8 @@ def add_eval_parsers(sub) -> None:
                                   "stdout; it may not be one of the inputs")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--max-new-tokens", type=positive_int, default=256, help="for --instruction and --transcribe")
+    p.add_argument("--min-confidence", type=probability, metavar="P",
+                   help="metadata labels answered with a lower confidence (0-1) come back null: not sure")
     p.set_defaults(func=cmd_infer)
 
 

@@ -10,6 +10,11 @@ targets are written by `serialize`, and `constraint.MetadataConstraint` lets the
 this form: every label value is a whitespace-delimited chunk (` "Male",`), so common tokenizers (byte-level BPE,
 SentencePiece) split it the same way whatever stands around it; and `MetadataConstraint` forces that one
 tokenization of each label, which makes a label's confidence the plain product of its tokens' probabilities.
+
+No speech, no speaker: fields marked `speaker` (Gender, Age, Accent, Emotion, Transcript) describe someone speaking.
+When SpeechActivity is false they are null (a label field) or "" (a text field); `speech_rule` says what a field may
+take given the values written before it, and the constrained decoding follows it. A label field may also be null
+while SpeechActivity is true: "not sure", an answer below the caller's `min_confidence`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from speechllm.errors import ConfigError, InputError
 
 SEPARATORS = (", ", ": ")
 KINDS = ("label", "text", "bool")
+SPEECH_FIELD = "SpeechActivity"  # the bool field that gates the speaker fields (see `speech_rule`)
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")  # keeps `[A, B]` instructions and JSON keys unambiguous
 
 
@@ -39,6 +45,7 @@ class Field:
     labels: tuple[str, ...] = ()
     description: str = ""
     max_chars: int | None = None  # text only; bounds the grammar, so a caller can size max_new_tokens
+    speaker: bool = False  # label or text: about a speaker, so null (label) or "" (text) when nobody speaks
 
     def __post_init__(self):
         where = f"metadata field {self.name!r}"
@@ -59,6 +66,8 @@ class Field:
         if self.max_chars is not None and (self.kind != "text" or not isinstance(self.max_chars, int)
                                            or self.max_chars < 1):
             raise ConfigError(f"{where}: max_chars must be a positive int, and only on a 'text' field")
+        if not isinstance(self.speaker, bool) or (self.speaker and self.kind == "bool"):
+            raise ConfigError(f"{where}: speaker is true or false, and only on a 'label' or 'text' field")
 
     @property
     def choices(self) -> tuple:
@@ -74,6 +83,8 @@ class Field:
             out["description"] = self.description
         if self.max_chars is not None:
             out["max_chars"] = self.max_chars
+        if self.speaker:
+            out["speaker"] = True
         return out
 
 
@@ -116,18 +127,31 @@ class MetadataSchema:
             raise ConfigError(f"metadata fields requested twice: {names}")
         return MetadataSchema(tuple(self.field(n) for n in names))
 
-    def json_schema(self, names=None) -> dict:
-        """A JSON Schema of the answer for `names`: properties in that order, all required, nothing else."""
-        props = {}
-        for f in self.subset(names).fields:
+    def json_schema(self, names=None, *, not_sure: bool = False) -> dict:
+        """A JSON Schema of the answer for `names`: properties in that order, all required, nothing else.
+        No speech, no speaker: a speaker label may be null, and with SpeechActivity asked for, only when it is
+        false, which also empties speaker texts. `not_sure` (answers with a min_confidence): any label may be
+        null."""
+        props, sub = {}, self.subset(names)
+        for f in sub.fields:
             prop = {"label": {"type": "string", "enum": list(f.labels)}, "bool": {"type": "boolean"},
                     "text": {"type": "string"}}[f.kind]
+            if f.kind == "label" and (f.speaker or not_sure):
+                prop = {"type": ["string", "null"], "enum": [*f.labels, None]}
             if f.max_chars is not None:
                 prop["maxLength"] = f.max_chars
             if f.description:
                 prop["description"] = f.description
             props[f.name] = prop
-        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+        out = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+        speakers = [f for f in sub.fields if f.speaker]
+        if SPEECH_FIELD in sub and speakers:
+            out["if"] = {"properties": {SPEECH_FIELD: {"const": False}}}
+            out["then"] = {"properties": {f.name: {"const": None} if f.kind == "label" else {"maxLength": 0}
+                                          for f in speakers}}
+            if not not_sure:
+                out["else"] = {"properties": {f.name: {"type": "string"} for f in speakers if f.kind == "label"}}
+        return out
 
     @classmethod
     def from_config(cls, config) -> MetadataSchema:
@@ -167,7 +191,7 @@ def _field_from_config(item) -> Field:
         return SPEECHLLM_SCHEMA.field(item)
     if not isinstance(item, dict):
         raise ConfigError(f"a metadata field is a dict or a field name, got {item!r}")
-    unknown = sorted(set(item) - {"name", "kind", "labels", "description", "max_chars"})
+    unknown = sorted(set(item) - {"name", "kind", "labels", "description", "max_chars", "speaker"})
     if unknown or "name" not in item or "kind" not in item:
         raise ConfigError(f"metadata field {item!r}: needs 'name' and 'kind'; unknown key(s) {unknown}")
     return Field(**item)
@@ -176,11 +200,12 @@ def _field_from_config(item) -> Field:
 SPEECHLLM_SCHEMA = MetadataSchema((
     Field("SpeechActivity", "bool", description="whether anyone speaks"),
     # Capped so the answer always fits a known token budget (about two minutes of speech); raise it by config.
-    Field("Transcript", "text", description="what is said", max_chars=2000),
-    Field("Gender", "label", ("Female", "Male")),
-    Field("Age", "label", ("Young", "Middle-Age", "Senior")),
-    Field("Accent", "label", ("Africa", "America", "Celtic", "Europe", "Oceania", "South-Asia", "South-East-Asia")),
-    Field("Emotion", "label", ("Happy", "Sad", "Anger", "Neutral", "Frustrated")),
+    Field("Transcript", "text", description="what is said", max_chars=2000, speaker=True),
+    Field("Gender", "label", ("Female", "Male"), speaker=True),
+    Field("Age", "label", ("Young", "Middle-Age", "Senior"), speaker=True),
+    Field("Accent", "label", ("Africa", "America", "Celtic", "Europe", "Oceania", "South-Asia", "South-East-Asia"),
+          speaker=True),
+    Field("Emotion", "label", ("Happy", "Sad", "Anger", "Neutral", "Frustrated"), speaker=True),
 ))
 
 
@@ -201,8 +226,9 @@ def normalize_label(name: str, raw, schema: MetadataSchema = SPEECHLLM_SCHEMA):
 
 
 def check_value(f: Field, value):
-    """`value` if it is a valid value of `f`, else InputError naming the field, the value and what is allowed."""
-    if f.kind == "label" and not (isinstance(value, str) and value in f.labels):
+    """`value` if it is a valid value of `f`, else InputError naming the field, the value and what is allowed.
+    A label field may be None (no speaker, or not sure)."""
+    if f.kind == "label" and value is not None and not (isinstance(value, str) and value in f.labels):
         raise InputError(f"{f.name}={value!r} is not one of {list(f.labels)}; normalize_label() maps case and "
                          f"spacing variants")
     if f.kind == "bool" and not isinstance(value, bool):
@@ -257,3 +283,36 @@ def parse(text: str, names=None, schema: MetadataSchema = SPEECHLLM_SCHEMA) -> d
     if missing or extra:
         raise InputError(f"metadata answer has missing key(s) {missing} and unexpected key(s) {extra}: {text[:120]!r}")
     return {f.name: check_value(f, obj[f.name]) for f in fields}
+
+
+def speech_known(values: dict, schema: MetadataSchema | None = None) -> bool | None:
+    """Whether someone speaks, as far as the values written so far of one answer tell (during decoding, where a
+    null speaker label means "no speaker"): SpeechActivity itself; else False after a null speaker label, True
+    after a speaker label or a non-empty speaker text; else None (not known yet)."""
+    schema = schema or SPEECHLLM_SCHEMA
+    if isinstance(values.get(SPEECH_FIELD), bool):
+        return values[SPEECH_FIELD]
+    for name, value in values.items():
+        if name in schema and schema.field(name).speaker:
+            if schema.field(name).kind == "label":
+                return value is not None
+            if value:
+                return True
+    return None
+
+
+def speech_rule(f: Field, known: dict, schema: MetadataSchema):
+    """What field `f` may take after the values `known` of an answer for the fields of `schema`, under "no
+    speech, no speaker": a tuple of the allowed values of a label or bool field (None: null), "" when a text field
+    must be empty, or None when the rule leaves the field free (its own checks still apply). A speaker label is
+    null only where SpeechActivity is false, or may still turn out false later in the same answer."""
+    speech = speech_known(known, schema)
+    if f.name == SPEECH_FIELD:
+        return None if speech is None else (speech,)
+    if not f.speaker:
+        return None
+    if f.kind == "text":
+        return "" if speech is False else None
+    if speech is None:
+        return (*f.labels, None) if SPEECH_FIELD in schema else f.labels
+    return (None,) if speech is False else f.labels

@@ -13,12 +13,11 @@ from importlib import resources
 
 from .audio import AudioInput
 from .errors import ConfigError
-from .metadata import SPEECHLLM_SCHEMA, MetadataSchema
+from .metadata import SPEECH_FIELD, SPEECHLLM_SCHEMA, MetadataSchema  # noqa: F401 (SPEECH_FIELD: the rule's field)
 
 # Schema fields that code treats specially: the `transcript` manifest key fills TRANSCRIPT_FIELD, WER reads it,
 # and a speech-activity head sure there is no speech empties it.
 TRANSCRIPT_FIELD = "Transcript"
-SPEECH_FIELD = "SpeechActivity"
 
 METADATA_INSTRUCTION = "Give me the following information about the audio"
 AUDIO_POSITION = "after_instruction"  # the user turn is [instruction text + "\n", audio, audio, ...]

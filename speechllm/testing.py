@@ -98,3 +98,26 @@ def tiny_model(family: str = "whisper", connector_type: str = "stack_mlp", seed:
     tokenizer = tiny_tokenizer()
     spec = tiny_spec(family, connector_type, vocab_size=len(tokenizer) + 8, **overrides)
     return SpeechLLMForConditionalGeneration.from_spec(spec, tokenizer=tokenizer).eval()
+
+
+def fixed_heads(schema, answers: dict, confidence: float = 0.999, calibration: dict | None = None):
+    """Attribute heads that answer `answers` ({field: value}) for every clip with probability `confidence`
+    (read from the `pitch` feature, weights zero): e.g. {"SpeechActivity": False} for a model that hears no one.
+    `calibration` ({field: {"method": "platt", "a", "b"}}) is attached to the heads it names."""
+    import math
+
+    import torch
+
+    from .heads import AttributeHeads, field_values
+
+    spec = {name: {"features": ["pitch"], "width": 4, **({"calibration": calibration[name]}
+                                                          if calibration and name in calibration else {})}
+            for name in answers}
+    heads = AttributeHeads(schema, spec)
+    for name, value in answers.items():
+        values = field_values(schema.field(name))
+        bias = torch.zeros(len(values))
+        bias[values.index(value)] = math.log(confidence * (len(values) - 1) / (1 - confidence))
+        heads.heads[name].linear.weight.data.zero_()
+        heads.heads[name].linear.bias.data.copy_(bias)
+    return heads.eval()

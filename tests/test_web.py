@@ -141,3 +141,26 @@ def test_a_server_of_several_models_offers_a_picker_that_routes_requests(browser
         assert page.locator("#error").is_hidden(), page.locator("#error").text_content()
         page.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_no_speech_shows_no_speaker_and_no_confidence_bars(browser, tmp_path):
+    from speechllm.testing import fixed_heads
+
+    model = tiny_model()
+    model.attribute_heads = fixed_heads(model.metadata_schema, {"SpeechActivity": False, "Gender": "Male"})
+    with running_server(create_app(model, ServerConfig(model_name="deaf"))) as url:
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("#fields input[type=checkbox]")
+        clip = tmp_path / "noise.wav"
+        clip.write_bytes(wav_bytes(1.0))
+        page.set_input_files("#file", str(clip))
+        page.click("#analyze")
+        page.wait_for_selector("#meta tbody tr", timeout=60_000)
+        cells = {row.locator("td").nth(0).inner_text(): row.locator("td").nth(1).inner_text()
+                 for row in page.locator("#meta tbody tr").all()}
+        assert cells["SpeechActivity"] == "false"
+        assert cells["Gender"] == cells["Accent"] == "no speaker"  # not "Male 99.9 %"
+        assert "%" not in page.locator("#meta tbody tr", has_text="Gender").inner_text()
+        assert page.locator("#transcript").inner_text() == "(no speech)"
+        page.close()

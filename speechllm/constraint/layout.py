@@ -14,7 +14,7 @@ import torch
 import xgrammar as xgr
 
 from speechllm.errors import ConfigError, InputError
-from speechllm.metadata import SEPARATORS, Field, MetadataSchema, check_value
+from speechllm.metadata import SEPARATORS, Field, MetadataSchema, check_value, speech_rule
 
 _STRING = (r'string ::= "\"" | char string' "\n"
            r'char ::= [^\0-\x1f"\\\uD800-\uDFFF] | "\\" [\"\\bfnrt] | "\\u00" ("0" [0-7bef] | "1" [0-9a-f])')
@@ -31,9 +31,14 @@ def _ebnf(fields: tuple[Field, ...], lead: str) -> str:
         if f.kind == "text":
             body = '"\\"" string'  # max_chars is enforced by _Cursor, not here (see _STRING)
         else:
-            body = " | ".join(lit(json.dumps(x, ensure_ascii=False)) for x in f.choices)
+            body = " | ".join(lit(json.dumps(x, ensure_ascii=False)) for x in _written_values(f))
         rules.append(f"v{i} ::= {body}")
     return "\n".join(rules + [_STRING])
+
+
+def _written_values(f: Field) -> tuple:
+    """The values decoding may write for a label or bool field: its choices, and null for a speaker label."""
+    return (*f.choices, None) if f.speaker and f.kind == "label" else f.choices
 
 
 @dataclass
@@ -56,6 +61,12 @@ class _Chunk:
                     children[path[:j]].add(path[j])
             self.trie = {p: torch.tensor(sorted(s)) for p, s in children.items()}
 
+    def next_tokens(self, prefix: tuple, values) -> torch.Tensor:
+        """The tokens that may follow `prefix` on the way to writing one of `values`."""
+        return torch.tensor(sorted({path[len(prefix)] for path, written in self.paths.items()
+                                    if path[:len(prefix)] == prefix and len(path) > len(prefix)
+                                    and any(written == v and type(written) is type(v) for v in values)}))
+
     def path_of(self, value) -> tuple[int, ...]:
         """The tokens that write `value` (a label or bool of this chunk's field)."""
         for path, written in self.paths.items():
@@ -76,7 +87,18 @@ class _Layout:
     ebnf: str
     max_new_tokens: int | None
     rest_tokens: list[int]  # per chunk: tokens that always suffice to write every later chunk, then eos
+    schema: MetadataSchema
     grammars: dict = dataclasses.field(default_factory=dict)  # model vocab size -> xgr.CompiledGrammar
+    empty_text: dict = dataclasses.field(default_factory=dict)  # (close, bytes written) -> tokens that go on ` ""`
+
+    def empty_text_tokens(self, close: bytes, written: bytes) -> torch.Tensor:
+        """The tokens that continue `written` towards an empty text value (` ""` then `close`), nothing more."""
+        key = (close, written)
+        if key not in self.empty_text:
+            target = b' ""' + close
+            self.empty_text[key] = torch.tensor([i for i, piece in enumerate(self.vocab_bytes)
+                                                 if piece and target.startswith(written + piece)])
+        return self.empty_text[key]
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {key: _Layout | xgr objects}
@@ -143,14 +165,14 @@ def _layout_for(tokenizer, schema: MetadataSchema) -> _Layout:
             least.append(_TEXT_CLOSING)
             continue
         paths = {_canonical(tokenizer, vocab_bytes, json.dumps(f.name) + ":",
-                            " " + json.dumps(x, ensure_ascii=False) + close)[0]: x for x in f.choices}
+                            " " + json.dumps(x, ensure_ascii=False) + close)[0]: x for x in _written_values(f)}
         chunks.append(_Chunk(f, True, close.encode(), paths))
         bound.append(max(map(len, paths)))
         least.append(max(map(len, paths)))
     rest = [1 + sum(least[i + 1:]) for i in range(len(least))]
     layout = _Layout(chunks, vocab_bytes, torch.tensor([len(b) for b in vocab_bytes]),
                      torch.tensor([b.startswith(b'"') for b in vocab_bytes]), tokenizer.eos_token_id,
-                     _ebnf(schema.fields, lead), None if None in bound else sum(bound), rest)
+                     _ebnf(schema.fields, lead), None if None in bound else sum(bound), rest, schema)
     per_tok[key] = layout
     return layout
 
@@ -196,13 +218,20 @@ class _Cursor:
         chunk, lay = self.chunk, self.layout
         if chunk is None:
             return None
+        # No speech, no speaker: what this field may take after the values of the row so far (metadata.speech_rule)
+        rule = speech_rule(chunk.field, {**self.forced, **self.values}, lay.schema) if chunk.is_value else None
         if chunk.trie is not None:
-            if chunk.is_value and chunk.field.name in self.forced:
-                path = chunk.path_of(self.forced[chunk.field.name])
+            name = chunk.field.name
+            if chunk.is_value and name in self.forced and (rule is None or self.forced[name] in rule):
+                path = chunk.path_of(self.forced[name])
                 return torch.tensor([path[len(self.path)]])
+            if rule is not None:
+                return chunk.next_tokens(self.path, rule)
             return chunk.trie[self.path]
         if self.closed:
             return None
+        if rule == "":
+            return lay.empty_text_tokens(chunk.close, self.buf)
         pending = self.escaped or self.hex or self.cont  # bytes owed to a character begun
         if self.budget is not None and len(self.buf) >= 2:
             # Out of tokens soon (a transcript looping on a hallucination): finish the character begun byte by

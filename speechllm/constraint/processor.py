@@ -9,7 +9,7 @@ import xgrammar as xgr
 from transformers import LogitsProcessor
 
 from speechllm.errors import InputError
-from speechllm.metadata import SPEECHLLM_SCHEMA, MetadataSchema, check_value
+from speechllm.metadata import SPEECH_FIELD, SPEECHLLM_SCHEMA, MetadataSchema, check_value
 
 from .layout import _compiled, _Cursor, _layout_for, _OffLayout
 
@@ -23,7 +23,9 @@ class MetadataConstraint(LogitsProcessor):
     `decode_results` marked invalid.
 
     `forced` (one dict per row, or None) fixes some label or bool fields of a row to a given value, e.g. the
-    decision of an attribute head; the LLM still writes it, so what follows is conditioned on it.
+    decision of an attribute head; the LLM still writes it, so what follows is conditioned on it. A row may be
+    given SpeechActivity even when it is not asked for: it still decides "no speech, no speaker" (speaker labels
+    null, speaker texts empty; see metadata.speech_rule), which binds forced values too.
 
     Works with `input_ids` or `inputs_embeds` prompts and left padding; greedy or sampling, not beam search
     (beams reorder rows). It follows one generate call: the first call records the prompt length; build a new
@@ -35,10 +37,11 @@ class MetadataConstraint(LogitsProcessor):
         self.forced, self.budget = forced, budget
         for row in forced or []:
             for name, value in row.items():
-                if self.schema.field(name).kind == "text":
+                field = (self.schema if name != SPEECH_FIELD else schema).field(name)
+                if field.kind == "text":
                     raise InputError(f"MetadataConstraint: {name} is free text; only label and bool fields can be "
                                      "forced")
-                check_value(self.schema.field(name), value)
+                check_value(field, value)
         self.names = self.schema.names
         self._layout = _layout_for(tokenizer, self.schema)
         self.max_new_tokens = self._layout.max_new_tokens

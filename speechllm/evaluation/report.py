@@ -1,5 +1,6 @@
 """Writing an evaluation report: report.json (everything), report.md (SpeechLLM's "Checkpoint Result" table plus
-details), predictions.jsonl (one row per clip, for error analysis) and confusion-<Field>.png per attribute.
+details, slices and calibration), predictions.jsonl (one row per clip, for error analysis), confusion-<Field>.png
+and reliability-<Field>.png (or .csv without matplotlib) per attribute.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from speechllm.extras import require_extra
 
+from .calibration import write_reliability
 from .metrics import MISSING
 
 TABLE_COLUMNS = ["Dataset", "Clips", "WER", "Gender Acc", "Age Acc", "Accent Acc", "Emotion Acc",
@@ -29,6 +31,8 @@ def write_report(report: dict, predictions: list[dict], out_dir) -> Path:
             path = out / f"confusion-{name}.png"
             plot_confusion(scores, f"{name} (all datasets, n={scores['n']})", path)
             report["confusion_plots"][name] = path.name
+    report["reliability_plots"] = {name: write_reliability(name, scores, out)
+                                   for name, scores in report.get("calibration", {}).items() if scores["n"]}
     (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False, default=str) + "\n",
                                      encoding="utf-8")
     (out / "report.md").write_text(markdown(report), encoding="utf-8")
@@ -97,6 +101,7 @@ def markdown(report: dict) -> str:
         plot = report.get("confusion_plots", {}).get(name)
         lines.append(f"| {name} | {s['n']} | {_num(s['accuracy'])} | {_num(s['macro_f1'])} | "
                      f"{_num((majority.get(name) or {}).get('accuracy'))} | {f'![]({plot})' if plot else _DASH} |")
+    lines += _slice_lines(report) + _calibration_lines(report)
     cascade = report["baselines"].get("cascade")
     if cascade:
         lines += ["", f"## Cascade baseline: {cascade['system']}", ""]
@@ -119,6 +124,43 @@ def markdown(report: dict) -> str:
               + ", ".join(f"{raw!r} x{n}" for raw, n in counts.items()) for name, counts in
               report["unmapped_labels"].items() if counts]
     return "\n".join(lines) + "\n"
+
+
+def _slice_lines(report: dict) -> list[str]:
+    """Per group of clips (reference gender, accent, dataset): the table's scores, to see who the model fails."""
+    slices = report.get("slices") or {}
+    if not slices:
+        return []
+    columns = ["Slice", "Group", "Clips", "WER", *(c for c in TABLE_COLUMNS[3:8])]
+    lines = ["", "## Slices: who the model fails", "",
+             "The table's scores per group of clips, by the reference's gender and accent and by dataset "
+             "(speaker fields scored on speech clips only).", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for name, groups in slices.items():
+        for group, summary in groups.items():
+            attributes = summary.get("attributes", {})
+            lines.append("| " + " | ".join([name, group, str(summary["clips"]), _wer(summary.get("wer")),
+                                            *(_acc(attributes.get(f)) for f in _ACC_COLUMNS.values())]) + " |")
+    return lines
+
+
+def _calibration_lines(report: dict) -> list[str]:
+    """ECE and accuracy against coverage (answers kept at each min_confidence) per label field."""
+    calibration = {k: v for k, v in (report.get("calibration") or {}).items() if v["n"]}
+    if not calibration:
+        return []
+    thresholds = [c["min_confidence"] for c in next(iter(calibration.values()))["coverage"]]
+    lines = ["", "## Calibration of the confidences", "",
+             "ECE: expected calibration error (10 bins; 0 = a confidence of p is right a share p of the time). "
+             "Then, for each min_confidence, the share of answers kept / their accuracy.", "",
+             "| Field | n | ECE | Plot | " + " | ".join(f">= {t:g}" for t in thresholds) + " |",
+             "|" + "---|" * (4 + len(thresholds))]
+    for name, c in calibration.items():
+        plot = report.get("reliability_plots", {}).get(name, "")
+        link = f"![]({plot})" if plot.endswith(".png") else f"[{plot}]({plot})" if plot else _DASH
+        cells = [f"{_num(x['coverage'], '.2f')} / {_num(x['accuracy'], '.3f')}" for x in c["coverage"]]
+        lines.append(f"| {name} | {c['n']} | {_num(c['ece'])} | {link} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_confusion(scores: dict, title: str, path: Path) -> None:

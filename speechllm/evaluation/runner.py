@@ -5,7 +5,9 @@ autoregressive decoding (no teacher forcing), and is scored beside baselines on 
 
 The model is asked, with `generate_meta` (constrained decoding), for the schema fields that the manifests have
 labels for; the transcript scored for WER is the Transcript field of that same answer. Clips marked
-speech_activity false, or without a reference transcript, are left out of WER.
+speech_activity false, or without a reference transcript, are left out of WER, and a speaker field (Gender, Accent,
+...) is scored only where the reference has speech. The report adds per-group slices (reference gender, accent,
+dataset: calibration's `slices.py`) and, per label field, the calibration of its confidences (`calibration.py`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from tqdm import tqdm
 from speechllm.audio import load_audio
 from speechllm.errors import AudioError, ConfigError
 from speechllm.inference import check_positive
-from speechllm.metadata import MetadataSchema
-from speechllm.prompting import SPEECH_FIELD, TRANSCRIPT_FIELD
+from speechllm.metadata import SPEECH_FIELD, MetadataSchema
+from speechllm.prompting import TRANSCRIPT_FIELD
 
 from . import cascade as cascade_asr
+from .calibration import calibration_report
 from .data import EvalData, read_eval_manifests
 from .metrics import classification, corpus_wer, majority_label
 from .report import write_report
+from .slices import ProgressLine, slice_report
 
 BASELINES = ("cascade", "majority")
 
@@ -39,7 +43,8 @@ def evaluate(model, manifest, *, fields: Sequence[str] | None = None, batch_size
 
     `fields`: the schema fields to ask for (default: every field of the model's schema that the manifests
     label). `baselines`: any of "cascade" (faster-whisper tiny.en, for WER) and "majority" (each attribute's
-    most frequent label in the evaluated set). `limit`: the first N usable rows of each manifest.
+    most frequent label in the evaluated set). `limit`: the first N usable rows of each manifest. `progress`: a
+    bar on a terminal, else a line on stderr every half minute (clips done, elapsed, time left).
     """
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
@@ -61,10 +66,13 @@ def evaluate(model, manifest, *, fields: Sequence[str] | None = None, batch_size
     predictions = []
     # disable=None: a bar only when stderr is a terminal
     bar = tqdm(total=len(data.records), desc="eval", unit="clip", disable=None if progress else True)
+    lines = ProgressLine(len(data.records)) if progress and bar.disable else None  # no terminal: lines instead
     for group, records in data.groups.items():
         for start in range(0, len(records), batch_size):
             predictions += _run_batch(model, records[start:start + batch_size], group, schema, names, asr)
             bar.update(len(records[start:start + batch_size]))
+            if lines is not None:
+                lines.update(len(records[start:start + batch_size]))
     bar.close()
     report = {
         "model": model_name or getattr(model.config, "_name_or_path", "") or "model",
@@ -74,6 +82,8 @@ def evaluate(model, manifest, *, fields: Sequence[str] | None = None, batch_size
         "wer_normalizer": "whisper_normalizer.english.EnglishTextNormalizer",
         "groups": {g: summarize([p for p in predictions if p["dataset"] == g], names, schema) for g in data.groups},
         "all": summarize(predictions, names, schema),
+        "slices": slice_report(predictions, lambda rows: summarize(rows, names, schema)),
+        "calibration": calibration_report(predictions, names, schema),
         "baselines": _baselines(predictions, names, schema, baselines, asr, list(data.groups)),
         "skipped_rows": {path: rows for path, rows in data.skipped.items() if rows},
         "failed_clips": [{"id": p["id"], "error": p["error"]} for p in predictions if p.get("audio_error")],
@@ -151,7 +161,8 @@ def summarize(predictions: list[dict], names: list[str], schema: MetadataSchema)
     for name in names:
         if schema.field(name).kind == "text":
             continue
-        rows = [p for p in done if name in p["reference"]]
+        # no speech, no speaker: a speaker field is scored where the reference has speech
+        rows = [p for p in done if _scored(p, name, schema)]
         labels = schema.field(name).labels or (True, False)
         out["attributes"][name] = classification([p["reference"][name] for p in rows],
                                                  [p["prediction"].get(name) for p in rows], labels)
@@ -161,6 +172,12 @@ def summarize(predictions: list[dict], names: list[str], schema: MetadataSchema)
                audio_s=seconds, processing_s=busy, rtf=busy / seconds if seconds else None,
                clips_per_s=len(done) / busy if busy else None)
     return out
+
+
+def _scored(p: dict, name: str, schema: MetadataSchema) -> bool:
+    """Whether field `name` is scored on row `p`: the reference labels it, and, for a speaker field (no speech, no
+    speaker), the reference has speech."""
+    return name in p["reference"] and not (schema.field(name).speaker and p["reference"].get(SPEECH_FIELD) is False)
 
 
 def _has_wer_reference(p: dict) -> bool:
@@ -180,12 +197,12 @@ def _baselines(predictions, names, schema, baselines, asr, groups) -> dict:
     if "majority" in baselines:
         done = [p for p in predictions if not p.get("audio_error")]
         attributes = [n for n in names if schema.field(n).kind != "text"]
-        majority = {n: majority_label([p["reference"][n] for p in done if n in p["reference"]],
+        majority = {n: majority_label([p["reference"][n] for p in done if _scored(p, n, schema)],
                                       schema.field(n).labels or (True, False)) for n in attributes}
 
         def scores(rows):
-            return {n: classification([p["reference"][n] for p in rows if n in p["reference"]],
-                                      [majority[n]] * sum(n in p["reference"] for p in rows),
+            return {n: classification([p["reference"][n] for p in rows if _scored(p, n, schema)],
+                                      [majority[n]] * sum(_scored(p, n, schema) for p in rows),
                                       schema.field(n).labels or (True, False)) for n in attributes}
 
         out["majority"] = {

@@ -11,6 +11,7 @@ from torch import nn
 from ..audio import load_audio
 from ..errors import ConfigError
 from ..metadata import MetadataSchema
+from .calibration import fit_platt, holdout_mask
 from .encoder import encode_for_heads
 from .extractors import PretrainedExtractors
 from .features import clip_features
@@ -46,8 +47,10 @@ def fit_heads(schema: MetadataSchema, head_features: dict[str, list[str]], featu
               extractors: PretrainedExtractors | None = None) -> AttributeHeads:
     """Heads for the fields of `head_features` ({field: [feature names]}), fitted on `features` ({feature name:
     (clips, k) array}) and `labels` ({field: per-clip value or None}); clips whose label is None are left out.
+    With at least MIN_CALIBRATION_CLIPS labelled clips, every HOLDOUT_EVERY-th is held out of a head's fitting and
+    its confidence is calibrated on them (calibration.py); with fewer, the head fits on all and stays uncalibrated.
     The heads keep `extractors` (the models that computed `features`, if any) to predict with."""
-    spec, fitted = {}, {}
+    spec, fitted, held_out = {}, {}, {}
     for name, names in head_features.items():
         values = field_values(schema.field(name))
         keep = [i for i, v in enumerate(labels[name]) if v is not None]
@@ -55,7 +58,11 @@ def fit_heads(schema: MetadataSchema, head_features: dict[str, list[str]], featu
             raise ConfigError(f"head for {name!r}: the training clips need at least two different values")
         x = np.concatenate([features[f] for f in names], axis=1)[keep]
         y = np.array([values.index(labels[name][i]) for i in keep])
-        fitted[name] = fit_head(x, y, len(values), l2=l2)
+        held = holdout_mask(len(keep))
+        if len(set(y[~held].tolist())) < 2:  # the held-out clips took a whole class: fit on all, uncalibrated
+            held[:] = False
+        fitted[name] = fit_head(x[~held], y[~held], len(values), l2=l2)
+        held_out[name] = (x[held], y[held])
         spec[name] = {"features": list(names), "width": x.shape[1]}
     heads = AttributeHeads(schema, spec, extractors)
     for name, (mean, scale, weight, bias) in fitted.items():
@@ -64,7 +71,31 @@ def fit_heads(schema: MetadataSchema, head_features: dict[str, list[str]], featu
         head.scale.copy_(scale)
         head.linear.weight.data.copy_(weight)
         head.linear.bias.data.copy_(bias)
+        x, y = held_out[name]
+        if len(y):
+            with torch.no_grad():
+                probs = head.linear((torch.from_numpy(x).float() - head.mean) / head.scale).softmax(-1).numpy()
+            heads.spec[name]["calibration"] = fit_platt(probs.max(1), probs.argmax(1) == y)
     return heads.eval()
+
+
+def calibrate_heads(heads: AttributeHeads, features: dict[str, np.ndarray], labels: dict[str, list]) -> dict:
+    """Refit the calibration of each head with labels, on held-out clips (never the clips you report on):
+    `features` as `clip_features` gives them, `labels` {field: per-clip value or None}. Returns {field:
+    calibration}; the heads then answer calibrated confidences (saved with them)."""
+    out = {}
+    for name in heads.fields:
+        if name not in labels:
+            continue
+        values = field_values(heads.schema.field(name))
+        keep = [i for i, v in enumerate(labels[name]) if v is not None]
+        if not keep:
+            continue
+        with torch.no_grad():
+            probs = heads.heads[name]({f: features[f][keep] for f in heads.heads[name].features}).numpy()
+        truth = np.array([values.index(labels[name][i]) for i in keep])
+        out[name] = heads.spec[name]["calibration"] = fit_platt(probs.max(1), probs.argmax(1) == truth)
+    return out
 
 
 def model_clip_features(model, clips: Sequence[np.ndarray], names: Sequence[str], *, batch_size: int = 16,

@@ -1,7 +1,8 @@
 """The attribute heads: one logistic regression per metadata field, their predictions, and their files.
 
-A model's heads are saved beside it as heads.json (per field: the features read and the input width) and
-heads.safetensors (per field: the standardisation's mean and scale, the linear layer's weight and bias).
+A model's heads are saved beside it as heads.json (per field: the features read, the input width, and the
+calibration of its confidence when it has one: calibration.py) and heads.safetensors (per field: the
+standardisation's mean and scale, the linear layer's weight and bias).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..metadata import Field, MetadataSchema
+from .calibration import apply_calibration
 from .encoder import EncoderFrames
 from .extractors import PretrainedExtractors
 from .features import clip_features
@@ -67,7 +69,9 @@ class AttributeHeads(nn.Module):
     def __init__(self, schema: MetadataSchema, spec: dict[str, dict], extractors: PretrainedExtractors | None = None):
         super().__init__()
         self.schema = schema
-        self.spec = {name: {"features": list(s["features"]), "width": int(s["width"])} for name, s in spec.items()}
+        self.spec = {name: {"features": list(s["features"]), "width": int(s["width"]),
+                            **({"calibration": dict(s["calibration"])} if s.get("calibration") else {})}
+                     for name, s in spec.items()}
         self.heads = nn.ModuleDict({
             name: LinearHead(s["features"], s["width"], len(field_values(schema.field(name))))
             for name, s in self.spec.items()
@@ -85,7 +89,8 @@ class AttributeHeads(nn.Module):
     @torch.no_grad()
     def predict(self, clips: Sequence[np.ndarray], names: Sequence[str],
                 encoder_frames: EncoderFrames | None = None) -> list[dict]:
-        """Per clip, {field: HeadPrediction} for the fields of `names` that have a head."""
+        """Per clip, {field: HeadPrediction} for the fields of `names` that have a head; the confidence is
+        calibrated where the head has a calibration."""
         names = [n for n in names if n in self.spec]
         if not names or not clips:
             return [{} for _ in clips]
@@ -95,9 +100,9 @@ class AttributeHeads(nn.Module):
         for name in names:
             values = field_values(self.schema.field(name))
             probs = self.heads[name](features)
+            confidences = apply_calibration(self.spec[name].get("calibration"), probs.max(-1).values.numpy())
             for row, p in enumerate(probs):
-                best = int(p.argmax())
-                out[row][name] = HeadPrediction(values[best], float(p[best]))
+                out[row][name] = HeadPrediction(values[int(p.argmax())], float(confidences[row]))
         return out
 
     def save(self, directory) -> None:

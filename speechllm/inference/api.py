@@ -13,12 +13,12 @@ import torch
 from ..audio import AudioInput, load_conversation_audio
 from ..constraint import MetadataConstraint, MetadataResult, decode_results
 from ..errors import ConfigError, InputError
-from ..heads import encode_for_heads
-from ..metadata import MetadataSchema, serialize
+from ..heads import HeadPrediction, encode_for_heads
+from ..metadata import SPEECH_FIELD, MetadataSchema, serialize
 from ..models.positions import bounded_new_tokens, room_for_answer
-from ..prompting import SPEECH_FIELD, TRANSCRIPT_FIELD, instruction_for, instructions, prompt_message
+from ..prompting import instruction_for, instructions, prompt_message
 
-NO_SPEECH_CERTAINTY = 0.99  # a speech-activity head's probability of "no speech" above which the transcript is emptied
+NO_SPEECH_CERTAINTY = 0.99  # a speech-activity head's probability of "no speech" from which it answers "no speech"
 
 
 def _batches(items: list, size: int):
@@ -71,45 +71,56 @@ def transcribe(model, audio: AudioInput | Sequence[AudioInput], *, instruction: 
 
 
 def generate_meta(model, audio: AudioInput | Sequence[AudioInput], fields: Sequence[str] | None = None,
-                  instruction: str | None = None, *, batch_size: int = 8,
-                  max_new_tokens: int | None = None) -> MetadataResult | list[MetadataResult]:
+                  instruction: str | None = None, *, batch_size: int = 8, max_new_tokens: int | None = None,
+                  min_confidence: float | None = None) -> MetadataResult | list[MetadataResult]:
     """Speaker metadata as schema-valid JSON, for any subset of fields in any order.
 
     Decoding is constrained: label fields can only take a label of their set and the answer is always
-    well-formed JSON; each label field comes with the probability of the chosen label. One clip gives
-    one MetadataResult, a list of clips a list.
+    well-formed JSON; each label field comes with the probability of the chosen label. No speech, no speaker:
+    where SpeechActivity is false, speaker fields are null and the transcript "". `min_confidence` (0-1): a
+    label answered with a lower confidence comes back null ("not sure"). One clip gives one MetadataResult, a
+    list of clips a list.
     """
     schema = model.metadata_schema
     names = [fields] if isinstance(fields, str) else list(fields) if fields is not None else schema.names
     schema.subset(names)  # unknown field names fail here, naming the valid ones
     if max_new_tokens is not None:
         check_positive("max_new_tokens", max_new_tokens)
+    check_min_confidence(min_confidence)
     single = not isinstance(audio, (list, tuple)) or _is_array_pair(audio)
     clips = [audio] if single else list(audio)
     instruction = instruction_for(names, schema) if instruction is None else check_instruction(instruction)
     results = []
     for group in _batches(clips, batch_size):
         batch = _device_batch(model, [[prompt_message(instruction, clip)] for clip in group])
-        results += metadata_batch(model, batch, schema, names, max_new_tokens=max_new_tokens)[0]
+        results += metadata_batch(model, batch, schema, names, max_new_tokens=max_new_tokens,
+                                  min_confidence=min_confidence)[0]
     return results[0] if single else results
 
 
 def metadata_batch(
     model, batch: dict, schema: MetadataSchema, names: Sequence[str], *, max_new_tokens: int | None = None,
-    **generate_kwargs,
+    min_confidence: float | None = None, **generate_kwargs,
 ) -> tuple[list[MetadataResult], list[list[int]]]:
     """One constrained generate over a processed batch of one-clip metadata prompts: the results and each row's
     new tokens. Fields with an attribute head (heads.py) take the head's value, which the constraint makes the LLM
-    write, and the head's probability as confidence; the LLM decides the other fields."""
+    write, and the head's (calibrated) probability as confidence; the LLM decides the other fields. No speech, no
+    speaker: where SpeechActivity is false the speaker fields are null and the transcript empty (the constraint
+    enforces it). `min_confidence`: label fields answered below it become null ("not sure")."""
+    check_min_confidence(min_confidence)
     tokenizer, heads = model.processor.tokenizer, model.attribute_heads
     head_names = [n for n in names if heads is not None and n in heads.fields]
-    forced, audio_features = None, None
+    # The speech-activity head decides "no speech, no speaker" even when SpeechActivity is not asked for.
+    if (heads is not None and SPEECH_FIELD in heads.fields and SPEECH_FIELD not in head_names
+            and any(schema.field(n).speaker for n in names)):
+        head_names.append(SPEECH_FIELD)
+    forced, audio_features, decisions = None, None, None
     if head_names:
         values, lengths = batch["audio_values"], batch["audio_lengths"]
         clips = [v[:n].float().cpu().numpy() for v, n in zip(values, lengths.tolist())]
         # The encoder runs once: the heads pool its frames (or layers), generate reads its output.
         head_frames, audio_features = encode_for_heads(model, values, lengths, heads.features_for(head_names))
-        decisions = heads.predict(clips, head_names, head_frames)
+        decisions = [_speech_decision(row) for row in heads.predict(clips, head_names, head_frames)]
         forced = [{n: d.value for n, d in row.items()} for row in decisions]
     constraint = MetadataConstraint(tokenizer, schema, names, forced=forced)
     # The constraint's worst-case length guarantees a complete answer; a smaller limit may cut it.
@@ -125,18 +136,44 @@ def metadata_batch(
         suppress_tokens=None, begin_suppress_tokens=None, **generate_kwargs,
     )
     results = decode_results(out.sequences, out.scores, tokenizer, schema, names)
-    if head_names:
-        for result, row in zip(results, decisions):
-            result.confidences.update({n: d.confidence for n, d in row.items() if n in result.values})
-            # A head sure there is no speech: then there are no words either, whatever few the LLM wrote for noise.
-            # Only when near-certain: a borderline call must not delete the words of a quiet real speaker.
-            no_speech = (SPEECH_FIELD in row and row[SPEECH_FIELD].value is False
-                         and row[SPEECH_FIELD].confidence >= NO_SPEECH_CERTAINTY)
-            if no_speech and result.valid and result.values.get(TRANSCRIPT_FIELD):
-                result.values[TRANSCRIPT_FIELD] = ""
-                result.text = serialize(result.values, names, schema)
+    for r, result in enumerate(results):
+        if decisions is not None:
+            result.confidences.update({n: d.confidence for n, d in decisions[r].items() if n in result.values})
+        if min_confidence is not None:
+            abstain(result, schema, names, min_confidence)
     new_tokens = out.sequences[:, out.sequences.shape[1] - len(out.scores):].tolist()
     return results, new_tokens
+
+
+def _speech_decision(row: dict) -> dict:
+    """A row of head decisions under "no speech, no speaker". Answering "no speech" empties the transcript, so the
+    head must be near-certain of it: a borderline call answers speech, with the head's (low) probability of it,
+    rather than delete the words of a quiet real speaker. With no speech, every speaker field of the row is null,
+    with the confidence of "no speech"."""
+    speech = row.get(SPEECH_FIELD)
+    if speech is None or speech.value is True:
+        return row
+    if speech.confidence < NO_SPEECH_CERTAINTY:
+        return {**row, SPEECH_FIELD: HeadPrediction(True, 1.0 - speech.confidence)}
+    # a null speaker field is as sure as the "no speech" it follows from
+    return {n: d if n == SPEECH_FIELD else HeadPrediction(None, speech.confidence) for n, d in row.items()}
+
+
+def abstain(result: MetadataResult, schema: MetadataSchema, names: Sequence[str], min_confidence: float) -> None:
+    """Null ("not sure") for each label field of `result` whose confidence is below `min_confidence`; its
+    confidence stays, so a caller sees how unsure it was. Bool fields (SpeechActivity) always answer."""
+    unsure = [n for n, c in result.confidences.items()
+              if c < min_confidence and schema.field(n).kind == "label" and result.values.get(n) is not None]
+    for name in unsure:
+        result.values[name] = None
+    if unsure and result.valid:
+        result.text = serialize(result.values, names, schema)
+
+
+def check_min_confidence(value) -> None:
+    """min_confidence is None or a probability, 0 to 1; ConfigError otherwise."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1):
+        raise ConfigError(f"min_confidence must be a number from 0 to 1, got {value!r}")
 
 
 def _is_array_pair(audio) -> bool:

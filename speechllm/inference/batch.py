@@ -24,7 +24,7 @@ from ..audio import SAMPLE_RATE, AudioInput, load_audio, load_audio_segment
 from ..errors import AudioError, ConfigError, DataError
 from ..prompting import prompt_message
 from ..records import BadRow, read_jsonl, row_segment
-from .api import check_instruction, check_positive
+from .api import check_instruction, check_min_confidence, check_positive
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 log = logging.getLogger(__name__)
@@ -105,26 +105,31 @@ def _decode(model, clip: InputClip):
 
 def infer_clips(model, clips: Sequence[InputClip], *, fields: Sequence[str] | None = None,
                 instruction: str | None = None, transcribe: bool = False, batch_size: int = 16,
-                max_new_tokens: int = 256, progress: bool = True) -> Iterator[dict]:
+                max_new_tokens: int = 256, progress: bool = True,
+                min_confidence: float | None = None) -> Iterator[dict]:
     """Answer about each clip, batched; returns an iterator of one JSON-ready dict per clip, in order.
 
     Modes: `instruction` -> {"answer"} (free-form, `model.chat`); `transcribe` -> {"transcript"}; otherwise
     metadata -> the values of `fields` (default: every field of the model's schema) plus "confidences" and
-    "valid" (and "problem" when the answer was cut off). A clip that cannot be decoded -> {"error"}.
+    "valid" (and "problem" when the answer was cut off); speaker fields are null where SpeechActivity is false,
+    and labels below `min_confidence` null ("not sure"). A clip that cannot be decoded -> {"error"}.
     Bad options (an unknown field, an empty instruction, batch_size or max_new_tokens below 1) raise here, before
     any clip is read."""
     if sum([instruction is not None, transcribe, fields is not None]) > 1:
         raise ConfigError("choose one of instruction, transcribe or fields")
     check_positive("batch_size", batch_size)
     check_positive("max_new_tokens", max_new_tokens)
+    check_min_confidence(min_confidence)
     if instruction is not None:
         check_instruction(instruction)
     if fields is not None:
         model.metadata_schema.subset(list(fields))  # an unknown field fails here, naming the valid ones
-    return _infer_clips(model, clips, fields, instruction, transcribe, batch_size, max_new_tokens, progress)
+    return _infer_clips(model, clips, fields, instruction, transcribe, batch_size, max_new_tokens, progress,
+                        min_confidence)
 
 
-def _infer_clips(model, clips, fields, instruction, transcribe, batch_size, max_new_tokens, progress):
+def _infer_clips(model, clips, fields, instruction, transcribe, batch_size, max_new_tokens, progress,
+                 min_confidence):
     bar = tqdm(total=len(clips), desc="infer", unit="clip", disable=None if progress else True)
     for start in range(0, len(clips), batch_size):
         group, decoded = clips[start:start + batch_size], {}
@@ -135,14 +140,14 @@ def _infer_clips(model, clips, fields, instruction, transcribe, batch_size, max_
             except (AudioError, DataError) as e:
                 errors[i] = str(e)
         answers = dict(zip(decoded, _answer(model, list(decoded.values()), fields, instruction, transcribe,
-                                            max_new_tokens))) if decoded else {}
+                                            max_new_tokens, min_confidence))) if decoded else {}
         for i, clip in enumerate(group):
             yield {"audio": clip.name, "error": errors[i]} if i in errors else {"audio": clip.name, **answers[i]}
         bar.update(len(group))
     bar.close()
 
 
-def _answer(model, samples: list, fields, instruction, transcribe, max_new_tokens) -> list[dict]:
+def _answer(model, samples: list, fields, instruction, transcribe, max_new_tokens, min_confidence) -> list[dict]:
     audio = [(s, SAMPLE_RATE) for s in samples]
     if instruction is not None:
         texts = model.chat([[prompt_message(instruction, a)] for a in audio], max_new_tokens=max_new_tokens,
@@ -151,7 +156,7 @@ def _answer(model, samples: list, fields, instruction, transcribe, max_new_token
     if transcribe:
         texts = model.transcribe(audio, batch_size=len(audio), max_new_tokens=max_new_tokens)
         return [{"transcript": t} for t in texts]
-    results = model.generate_meta(audio, fields, batch_size=len(audio))
+    results = model.generate_meta(audio, fields, batch_size=len(audio), min_confidence=min_confidence)
     return [{**r.values, "confidences": r.confidences, "valid": r.valid, **({"problem": r.error} if r.error else {})}
             for r in results]
 

@@ -45,10 +45,12 @@ class GenerateSettings:
 
 @dataclass(frozen=True)
 class MetaSettings:
-    """A metadata answer: which fields (None: all), and a token cap (None: the constraint's own bound)."""
+    """A metadata answer: which fields (None: all), a token cap (None: the constraint's own bound), and the
+    confidence below which a label answers null, "not sure" (None: always answer)."""
 
     fields: tuple[str, ...] | None
     max_tokens: int | None = None
+    min_confidence: float | None = None
 
 
 @dataclass(eq=False)
@@ -153,6 +155,7 @@ def _run_meta(model, jobs: list[Job]) -> list[Answer]:
     names = list(settings.fields) if settings.fields else schema.names
     batch = _device_batch(model, jobs)  # prompts.meta_job asked as generate_meta does, with the fields' instruction
     results, new = metadata_batch(model, batch, schema, names, max_new_tokens=settings.max_tokens,
+                                  min_confidence=settings.min_confidence,
                                   stopping_criteria=StoppingCriteriaList([CancelRows([j.cancel for j in jobs], False)]))
     answers = _answers(model, batch, new, {tokenizer.eos_token_id})
     for answer, result in zip(answers, results):

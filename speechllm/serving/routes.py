@@ -64,8 +64,8 @@ async def schema(request: Request, model: str | None = Query(None, description="
                                                                                "the first model)")):
     """The model's metadata fields (name, kind, labels) and the JSON Schema of a full answer."""
     model_schema = state(request).pick(model).schema
-    fields = [SchemaField(name=f.name, kind=f.kind, labels=list(f.labels), description=f.description)
-              for f in model_schema.fields]
+    fields = [SchemaField(name=f.name, kind=f.kind, labels=list(f.labels), description=f.description,
+                          speaker=f.speaker) for f in model_schema.fields]
     return SchemaResponse(fields=fields, json_schema=model_schema.json_schema())
 
 
@@ -98,7 +98,22 @@ _METADATA_BODY = {"requestBody": {"required": True, "content": {
         "file": {"type": "string", "format": "binary", "description": "wav, mp3, flac or ogg"},
         "fields": {"type": "array", "items": {"type": "string"},
                    "description": "metadata fields, repeated or comma-separated (absent: all)"},
-        "model": {"type": "string", "description": "a served model's id (absent: the first)"}}}}}}}
+        "model": {"type": "string", "description": "a served model's id (absent: the first)"},
+        "min_confidence": {"type": "number", "minimum": 0, "maximum": 1,
+                           "description": "labels below this confidence come back null: not sure"}}}}}}}
+
+
+def _form_probability(value, name: str) -> float | None:
+    """A multipart field that holds a number from 0 to 1, or None when absent; APIError 400 otherwise."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not 0 <= number <= 1:
+        raise APIError(400, f"{name} must be a number from 0 to 1, got {str(value)[:40]!r}", "invalid_request", name)
+    return number
 
 
 @router.post("/v1/metadata", response_model=MetadataResponse, openapi_extra=_METADATA_BODY)
@@ -116,10 +131,11 @@ async def metadata(request: Request):
             raise APIError(400, "`fields` must be plain form fields, not files", "invalid_request", "fields")
         raw, declared, filename = await upload.read(), form.get("format"), upload.filename
         model = form.get("model") if isinstance(form.get("model"), str) else None
+        min_confidence = _form_probability(form.get("min_confidence"), "min_confidence")
     elif kind in ("application/json", ""):
         body = await read_json(request, MetadataRequest)
         raw, declared, filename, fields = b64decode(body.audio, "audio"), body.format, None, body.fields
-        model = body.model
+        model, min_confidence = body.model, body.min_confidence
     else:
         raise APIError(415, f"send application/json or multipart/form-data, not {kind!r}", "unsupported_media_type")
     served = server.pick(model)
@@ -127,7 +143,7 @@ async def metadata(request: Request):
     clip = await clip_from_bytes(server, served, raw, "audio", declared if isinstance(declared, str) else None,
                                  filename)
     del raw  # decoded: a queued request holds the samples only
-    job = await meta_job(server.config, served, (clip, SAMPLE_RATE), MetaSettings(names))
+    job = await meta_job(server.config, served, (clip, SAMPLE_RATE), MetaSettings(names, min_confidence=min_confidence))
     result = await answer(request, served, job)
     meta = result.metadata
     return MetadataResponse(model=served.id, metadata=meta.values, confidences=meta.confidences,

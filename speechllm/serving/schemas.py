@@ -107,7 +107,8 @@ class Choice(BaseModel):
 
 
 class MetadataExtension(BaseModel):
-    """Metadata answers: the parsed values, a confidence per label/bool field, and whether the answer is complete."""
+    """Metadata answers: the parsed values, a confidence per label/bool field, and whether the answer is complete.
+    A label is null where SpeechActivity is false (no speech, no speaker) or below min_confidence (not sure)."""
 
     metadata: dict[str, Any]
     confidences: dict[str, float]
@@ -165,6 +166,8 @@ class MetadataRequest(_Request):
     format: str | None = Field(None, description=f"one of {list(AUDIO_FORMATS)}; absent: detected from the bytes")
     fields: list[str] | None = Field(None, description="metadata fields to answer, in this order (None: all)")
     model: str | None = Field(None, description="a served model's id (absent: the first model)")
+    min_confidence: float | None = Field(None, ge=0, le=1, description="labels answered with a lower confidence "
+                                         "come back null: not sure (absent: always answer)")
 
 
 class MetadataResponse(MetadataExtension):
@@ -191,6 +194,7 @@ class SchemaField(BaseModel):
     kind: Literal["label", "text", "bool"]
     labels: list[str] = Field(default_factory=list)
     description: str = ""
+    speaker: bool = Field(False, description="about a speaker: null (a label) or empty (text) when nobody speaks")
 
 
 class SchemaResponse(BaseModel):

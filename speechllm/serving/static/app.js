@@ -155,14 +155,20 @@ function show({ transcript, answer, metadata }, raw) {
   body.innerHTML = "";
   $("meta").hidden = !metadata;
   if (metadata) {
+    // No speech, no speaker: a null label is "no speaker" when SpeechActivity is false, else "not sure"
+    // (below min_confidence); neither shows a confidence bar, which would read as a claim.
+    const noSpeech = metadata.metadata.SpeechActivity === false;
+    if (noSpeech && !metadata.metadata.Transcript) $("transcript").textContent = "(no speech)";
     for (const [name, value] of Object.entries(metadata.metadata)) {
       if (name === "Transcript") continue;
       const conf = metadata.confidences[name];
       const row = body.insertRow();
       row.insertCell().textContent = name;
-      row.insertCell().textContent = String(value);
+      const label = row.insertCell();
+      label.textContent = value === null ? (noSpeech ? "no speaker" : "not sure") : String(value);
+      if (value === null) label.className = "null";
       const cell = row.insertCell();
-      if (conf !== undefined) {  // the bar's width is set through the DOM: the page's CSP forbids inline styles
+      if (conf !== undefined && value !== null) {  // the bar's width is set through the DOM: the CSP forbids inline styles
         const bar = document.createElement("span");
         bar.className = "bar";
         bar.style.width = Math.round(conf * 80) + "px";
