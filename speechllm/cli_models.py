@@ -12,16 +12,25 @@ log = logging.getLogger(__name__)
 def cmd_export(args):
     from .export import export_model
 
+    if args.format == "gguf":
+        out = export_model(args.model, args.out, format="gguf", llama_cpp=args.llama_cpp)
+        log.info("exported to %s; serve it with: llama-mtmd-cli -m %s/model.gguf --mmproj %s/mmproj.gguf --jinja "
+                 "--temp 0 --audio CLIP -p PROMPT", out, out, out)
+        return
     out = export_model(args.model, args.out, format=args.format)
     log.info("exported to %s; serve it with: vllm serve %s --trust-remote-code", out, out)
 
 
 def add_export_parser(sub) -> None:
-    p = sub.add_parser("export", help="write a trained model in a format an existing engine serves (vLLM: Ultravox)")
+    p = sub.add_parser("export", help="write a trained model in a format an existing engine serves (vLLM: Ultravox, "
+                                      "llama.cpp: GGUF)")
     p.add_argument("model", help="saved model directory, hub id or packaged model name")
     p.add_argument("out", help="folder to write")
     p.add_argument("--format", default="ultravox-hf",
-                   help="ultravox-hf (default): a Hugging Face Ultravox folder that vLLM serves")
+                   help="ultravox-hf (default): a Hugging Face Ultravox folder that vLLM serves; gguf: model.gguf + "
+                        "mmproj.gguf that llama.cpp serves")
+    p.add_argument("--llama-cpp", help="gguf: the llama.cpp checkout whose convert_hf_to_gguf.py writes the files "
+                                       "(default: $LLAMA_CPP_DIR)")
     p.set_defaults(func=cmd_export)
 
 

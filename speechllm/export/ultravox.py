@@ -127,6 +127,12 @@ def export_ultravox(model, out) -> Path:
     template, generation_config.json (our end-of-turn tokens stop generation), Whisper's preprocessor_config.json,
     processor_config.json and ultravox_processing.py. Returns the folder."""
     check_exportable(model.config.model_spec)
+    return write_ultravox_folder(model, out)
+
+
+def write_ultravox_folder(model, out) -> Path:
+    """The files of `export_ultravox` without its check that vLLM serves them as speechllm runs them: llama.cpp's
+    converter reads the same folder for a model whose encoder reads padded 30 s windows (export/gguf.py)."""
     if any(".lora_" in name for name, _ in model.named_parameters()):
         raise ConfigError("merge the LoRA adapters first (model.merge_adapters_in_place(), or speechllm.models.load)")
     frames_per_chunk = model.encoder.model.config.max_source_positions
