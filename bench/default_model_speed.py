@@ -118,10 +118,14 @@ def main():
     cascade = CascadeASR()
     batched = BatchedFasterWhisper(cascade)
     cascade.transcribe(clips[:1])
-    seconds["faster_whisper_sequential"], _ = measure("faster_whisper_sequential", lambda b: cascade.transcribe(
-        [c for c, _ in inputs]), [1], audio_s, len(clips))
-    seconds["faster_whisper_batched"], _ = measure("faster_whisper_batched", lambda b: batched.transcribe(
-        [c for c, _ in inputs], b), [b for b in batches if b != 1], audio_s, len(clips))
+    ordered = [c for c, _ in inputs]
+    seconds["faster_whisper_sequential"], sequential = measure(
+        "faster_whisper_sequential", lambda b: cascade.transcribe(ordered), [1], audio_s, len(clips))
+    seconds["faster_whisper_batched"], batched_texts = measure(
+        "faster_whisper_batched", lambda b: batched.transcribe(ordered, b), [b for b in batches if b != 1], audio_s,
+        len(clips))
+    result["faster_whisper_batched_mismatched_transcripts_vs_sequential"] = {
+        b: sum(x != y for x, y in zip(sequential[1], texts)) for b, texts in batched_texts.items()}
     best = {name: min(runs, key=runs.get) for name, runs in seconds.items()}
     for name, runs in seconds.items():
         result[name] = {f"batch{b}": {"rtf": round(s / audio_s, 4), "clips_per_s": round(len(clips) / s, 2)}
