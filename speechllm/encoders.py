@@ -19,6 +19,7 @@ from torch import nn
 from .audio import SAMPLE_RATE
 from .config import EncoderSpec
 from .errors import ConfigError
+from .whisper_unpadded import bucketed_samples
 
 ENCODERS: dict[str, type["AudioEncoder"]] = {}
 
@@ -105,10 +106,13 @@ class WhisperFrameCount(FrameCount):
 
     max_frames: int = 1500
     crop_to_length: bool = True
+    bucket_samples: int = 0  # pad_to_window false with bucket_seconds: each window is its clip rounded up to a bucket
 
     def window_frames(self, num_samples: int) -> int:
         if not self.crop_to_length:
             return self.max_frames
+        if self.bucket_samples:
+            num_samples = bucketed_samples(num_samples, self.bucket_samples, self.window_samples)
         return min(math.ceil(num_samples / 320), self.max_frames)
 
 
@@ -287,29 +291,26 @@ class WhisperAudioEncoder(AudioEncoder):
 
     @staticmethod
     def whisper_options(spec) -> dict:
-        """`pad_to_window` (default true): each window padded to 30 s, as Whisper was trained; false: the clip's
-        own mel frames with attention confined to them, as Ultravox and vLLM run Whisper (whisper_unpadded.py)."""
-        unknown = set(spec.options) - {"pad_to_window"}
-        if unknown:
-            raise ConfigError(f"whisper encoder: unknown option(s) {sorted(unknown)}; known: ['pad_to_window']")
-        options = {"pad_to_window": True, **spec.options}
-        if not isinstance(options["pad_to_window"], bool):
-            raise ConfigError(f"whisper encoder: pad_to_window must be true or false, got {options['pad_to_window']!r}")
-        if not options["pad_to_window"] and not spec.crop_to_length:
-            raise ConfigError("whisper encoder: pad_to_window: false gives the clip's frames only; "
-                              "it cannot keep crop_to_length: false")
-        return options
+        """`pad_to_window` (default true: 30 s windows, as Whisper was trained) and `bucket_seconds`: see
+        whisper_unpadded.py."""
+        from .whisper_unpadded import check_whisper_options
+
+        return check_whisper_options(spec.options, spec.crop_to_length)
 
     @classmethod
     def frame_count(cls, spec, config) -> WhisperFrameCount:
+        bucket = cls.whisper_options(spec)["bucket_seconds"] or 0
         return WhisperFrameCount(cls.window_samples_of(spec), SAMPLE_RATE / 320,
-                                 max_frames=config.max_source_positions, crop_to_length=spec.crop_to_length)
+                                 max_frames=config.max_source_positions, crop_to_length=spec.crop_to_length,
+                                 bucket_samples=int(round(bucket * SAMPLE_RATE)))
 
     def encode_windows(self, windows, lengths, all_layers=False):
         if not self.pad_to_window:
             from .whisper_unpadded import clip_mel, encode_unpadded
 
-            mels = [clip_mel(self.feature_extractor, w[:n].float().cpu().numpy()) for w, n in zip(windows, lengths)]
+            size = [bucketed_samples(int(n), self.frames.bucket_samples, self.window_samples) for n in lengths]
+            mels = [clip_mel(self.feature_extractor, w[:n].float().cpu().numpy(), size=s)
+                    for w, n, s in zip(windows, lengths.tolist(), size)]
             return layer_states(encode_unpadded(self.model, mels, all_layers), all_layers)
         # The log-mel is computed in fp32 whatever autocast is active (it goes through numpy).
         with torch.autocast(device_type="cpu", enabled=False):

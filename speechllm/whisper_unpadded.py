@@ -5,22 +5,64 @@ Whisper was trained on 30 s windows; transformers' encoder refuses anything else
 positions sliced to the clip's length and self-attention confined to its frames. A model trained this way is
 exactly what vLLM serves, so this is the encoder mode an exported model needs (whisper `options: {pad_to_window:
 false}`). The layers are transformers' own; only the loop over them is here, because it needs a padding mask.
+
+`bucket_seconds` pads each clip with silence up to a whole number of buckets (1 s: a 2.3 s clip is encoded as 3 s,
+the encoder attending to the silence too, as Whisper's 30 s window holds silence after the speech), so that clips of
+about the same length share shapes, and the decoder, trained on windows that end in silence, sees some.
 """
 
 from __future__ import annotations
 
+import numbers
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
-from transformers.modeling_outputs import BaseModelOutput
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers.modeling_outputs import BaseModelOutput
 
 HOP = 160  # samples per mel frame at 16 kHz
+OPTIONS = {"pad_to_window": True, "bucket_seconds": None}
 
 
-def clip_mel(feature_extractor, wave: np.ndarray) -> torch.Tensor:
-    """(mel bins, frames) of one clip alone: padded with zeros to a whole number of hops (at least two), as
-    Ultravox's processor pads it; ceil(samples / 160) frames."""
-    target = max(-(-len(wave) // HOP) * HOP, 2 * HOP)
+def check_whisper_options(options: dict, crop_to_length: bool) -> dict:
+    """The Whisper encoder's `options` with defaults filled in, or a ConfigError naming the bad one."""
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ConfigError(f"whisper encoder: unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    options = {**OPTIONS, **options}
+    if not isinstance(options["pad_to_window"], bool):
+        raise ConfigError(f"whisper encoder: pad_to_window must be true or false, got {options['pad_to_window']!r}")
+    if not options["pad_to_window"] and not crop_to_length:
+        raise ConfigError("whisper encoder: pad_to_window: false gives the clip's frames only; "
+                          "it cannot keep crop_to_length: false")
+    bucket = options["bucket_seconds"]
+    if bucket is not None:
+        if isinstance(bucket, bool) or not isinstance(bucket, numbers.Real) or not 0.02 <= bucket <= 30:
+            raise ConfigError(f"whisper encoder: bucket_seconds must be a number of seconds from 0.02 to 30, "
+                              f"got {bucket!r}")
+        if options["pad_to_window"]:
+            raise ConfigError("whisper encoder: bucket_seconds needs pad_to_window: false (with the 30 s window "
+                              "every clip already has the same shape)")
+    return options
+
+
+def bucketed_samples(num_samples: int, bucket_samples: int, window_samples: int) -> int:
+    """A clip's length rounded up to a whole number of buckets, at most the window (so never below the clip's own
+    length, which the window already bounds); the clip's own length when `bucket_samples` is 0."""
+    if not bucket_samples:
+        return num_samples
+    return max(num_samples, min(-(-num_samples // bucket_samples) * bucket_samples, window_samples))
+
+
+def clip_mel(feature_extractor, wave: np.ndarray, size: int | None = None) -> torch.Tensor:
+    """(mel bins, frames) of one clip alone: padded with zeros to `size` samples (default: its own length) rounded
+    up to a whole number of hops (at least two), as Ultravox's processor pads it; ceil(size / 160) frames."""
+    target = max(-(-max(len(wave), size or 0) // HOP) * HOP, 2 * HOP)
     wave = np.pad(wave, (0, target - len(wave)))
     mel = feature_extractor(wave, sampling_rate=16000, padding="longest", truncation=False,
                             return_tensors="pt").input_features[0]
@@ -30,6 +72,8 @@ def clip_mel(feature_extractor, wave: np.ndarray) -> torch.Tensor:
 def encode_unpadded(encoder: nn.Module, mels: list[torch.Tensor], all_layers: bool = False) -> BaseModelOutput:
     """transformers' `WhisperEncoder` run on mel frames of different lengths (a list of (bins, frames)), each
     clip attending to its own frames only. A clip's outputs are the same alone and in a batch."""
+    from transformers.modeling_outputs import BaseModelOutput
+
     param = encoder.conv1.weight
     lengths = torch.tensor([m.shape[1] for m in mels], device=param.device)
     mel = torch.zeros(len(mels), mels[0].shape[0], int(lengths.max()), dtype=param.dtype, device=param.device)

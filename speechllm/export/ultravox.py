@@ -49,6 +49,9 @@ def export_blockers(spec) -> list[str]:
         reasons.append("encoder: this Whisper encoder reads 30 s padded windows, while vLLM's Ultravox reads each "
                        "clip's own frames, so its connector was trained on different features; train with "
                        "encoder options {pad_to_window: false}")
+    elif encoder.options.get("bucket_seconds") is not None:
+        reasons.append("encoder: bucket_seconds pads each clip with silence to a bucket, while vLLM's Ultravox reads "
+                       "each clip's own frames; train without bucket_seconds")
     if encoder.family == "whisper" and (encoder.window_seconds or CHUNK_SECONDS) != CHUNK_SECONDS:
         reasons.append(f"encoder: window_seconds {encoder.window_seconds} differs from Ultravox's 30 s chunks")
     if spec.fusion_encoder is not None:
