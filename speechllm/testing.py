@@ -121,3 +121,22 @@ def fixed_heads(schema, answers: dict, confidence: float = 0.999, calibration: d
         heads.heads[name].linear.weight.data.zero_()
         heads.heads[name].linear.bias.data.copy_(bias)
     return heads.eval()
+
+
+def free_port() -> int:
+    """A loopback port free right now: multi-process tests take one each, so two test runs on one machine (or a
+    killed run's lingering workers) never collide on a fixed port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_checked(command: list[str], **kwargs) -> None:
+    """Run a test's subprocess; when it fails, the assertion shows the end of its stderr (not only its exit code)."""
+    import subprocess
+
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if result.returncode:
+        raise AssertionError(f"exit {result.returncode}: {' '.join(command[:8])} ...\n{result.stderr[-4000:]}")

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from speechllm.errors import ConfigError
+from speechllm.testing import free_port
 from speechllm.training.config import load_train_config
 from tests.test_training import RECIPE, ROOT, overrides, toy  # noqa: F401 (toy is a fixture)
 
@@ -49,7 +50,7 @@ def runs(toy, tmp_path_factory):  # noqa: F811
     accelerate config file (the recipe itself says `distributed: ddp`)."""
     folder = tmp_path_factory.mktemp("sharded")
     subprocess.run(train_command(toy, folder / "one", 1, 0), check=True, env=ENV, capture_output=True)
-    subprocess.run(train_command(toy, folder / "fsdp", 2, 29541, config_file=FSDP_CONFIG), check=True, env=ENV,
+    subprocess.run(train_command(toy, folder / "fsdp", 2, free_port(), config_file=FSDP_CONFIG), check=True, env=ENV,
                    capture_output=True)
     return folder
 
@@ -71,7 +72,7 @@ def test_two_sharded_processes_train_like_one_unsharded_process(runs):
 @pytest.mark.slow
 def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(runs, toy):  # noqa: F811
     out = runs / "killed"
-    command = train_command(toy, out, 2, 29543, "distributed=fsdp")  # the recipe's switch this time
+    command = train_command(toy, out, 2, free_port(), "distributed=fsdp")  # the recipe's switch this time
     # Its own process group, so that SIGKILL takes the launcher and both workers at once, as a lost machine would.
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -82,7 +83,7 @@ def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(runs,
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (out / "final").exists()
-    subprocess.run(train_command(toy, out, 2, 29545, "distributed=fsdp") + ["--resume"], check=True, env=ENV,
+    subprocess.run(train_command(toy, out, 2, free_port(), "distributed=fsdp") + ["--resume"], check=True, env=ENV,
                    capture_output=True)
     assert losses(out) == pytest.approx(losses(runs / "fsdp"), rel=1e-6)
     reference, resumed = load_file(runs / "fsdp" / "final" / "model.safetensors"), load_file(
@@ -94,7 +95,7 @@ def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_weights(runs,
 
 @pytest.mark.slow
 def test_trainable_save_from_sharded_weights_equals_the_unsharded_save(tmp_path):
-    subprocess.run(launch(2, 29547, str(ROOT / "tests" / "fsdp_worker.py"), str(tmp_path)), check=True, env=ENV,
+    subprocess.run(launch(2, free_port(), str(ROOT / "tests" / "fsdp_worker.py"), str(tmp_path)), check=True, env=ENV,
                    capture_output=True)
     whole = load_file(tmp_path / "whole" / "trainable.safetensors")
     sharded = load_file(tmp_path / "sharded" / "trainable.safetensors")

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from speechllm.data.toy import TONE_WORDS, build_tone_corpus
 from speechllm.errors import ConfigError
-from speechllm.testing import tiny_tokenizer
+from speechllm.testing import free_port, run_checked, tiny_tokenizer
 from speechllm.training.config import load_train_config
 from speechllm.training.trainer import Trainer
 
@@ -128,11 +128,10 @@ def test_two_processes_match_one_process_with_the_same_global_batch(toy, tmp_pat
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes"]
     worker = str(ROOT / "tests" / "ddp_worker.py")
     one.mkdir(), two.mkdir()
-    subprocess.run(launch + ["1", worker, str(RECIPE), str(one)] + overrides(toy, one, *common,
-                   "stages.0.batch_size=4", "stages.1.batch_size=4"), check=True, env=env, capture_output=True)
-    subprocess.run(launch + ["2", "--multi_gpu", "--main_process_port", "29517", worker, str(RECIPE), str(two)]
-                   + overrides(toy, two, *common, "stages.0.batch_size=2", "stages.1.batch_size=2"),
-                   check=True, env=env, capture_output=True)
+    run_checked(launch + ["1", worker, str(RECIPE), str(one)] + overrides(toy, one, *common,
+                "stages.0.batch_size=4", "stages.1.batch_size=4"), env=env)
+    run_checked(launch + ["2", "--multi_gpu", "--main_process_port", str(free_port()), worker, str(RECIPE), str(two)]
+                + overrides(toy, two, *common, "stages.0.batch_size=2", "stages.1.batch_size=2"), env=env)
     weight_files = (two / "rank0.safetensors", two / "rank1.safetensors", one / "rank0.safetensors")
     rank0, rank1, single = (load_file(p) for p in weight_files)
     for name in rank0:
