@@ -177,7 +177,7 @@ def cmd_infer(args):
 
 def add_eval_parsers(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model on manifests (WER, attribute accuracy, baselines, report)")
-    p.add_argument("model", help="saved model directory or hub id")
+    p.add_argument("model", help="saved model directory, hub id or packaged model name (default, gemma-bridge)")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="JSONL evaluation manifest(s)")
     p.add_argument("--out", default="eval-report", help="folder for report.json, report.md, plots")
     p.add_argument("--fields", help="comma-separated fields to ask for (default: the labelled ones)")
@@ -187,7 +187,7 @@ def add_eval_parsers(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("eval-gap", help="modality gap: the same requests with the clip, its transcript, a cascade")
-    p.add_argument("model", help="saved model directory or hub id")
+    p.add_argument("model", help="saved model directory, hub id or packaged model name (default, gemma-bridge)")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="JSONL manifest(s) with transcripts "
                                                                    "(spoken passages add questions and summaries)")
     p.add_argument("--out", default="gap-report", help="folder for report.json, report.md, predictions.jsonl")
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_targets)
 
     p = sub.add_parser("heads", help="fit attribute heads (small classifiers that decide label fields) onto a model")
-    p.add_argument("model", help="saved model directory or hub id")
+    p.add_argument("model", help="saved model directory, hub id or packaged model name (default, gemma-bridge)")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="labelled JSONL training manifest(s)")
     p.add_argument("--head", action="append", required=True, metavar="FIELD=FEATURE,...",
                    help="a field and its features, e.g. Gender=pitch,formants (repeatable); features: "
