@@ -172,8 +172,27 @@ class MLPConnector(Connector):
         return self.net(mask_padding(features, lengths)), self.output_lengths(lengths)
 
 
+class FrameStacking(Connector):
+    """Base of the connectors that stack `stack` consecutive frames (zero-padded to a multiple) into one token."""
+
+    stack: int
+
+    @staticmethod
+    def token_count(num_frames, *, stack, **options):
+        return math.ceil(num_frames / stack)
+
+    def output_length(self, num_frames):
+        return self.token_count(num_frames, stack=self.stack)
+
+    def stacked(self, features, lengths):
+        """(batch, tokens, dim * stack): each token the concatenation of its frames, padding zeroed."""
+        batch, frames, dim = features.shape
+        tokens = math.ceil(frames / self.stack)
+        return pad_frames(mask_padding(features, lengths), tokens * self.stack).reshape(batch, tokens, dim * self.stack)
+
+
 @register_connector("stack_mlp")
-class StackingConnector(Connector):
+class StackingConnector(FrameStacking):
     """Ultravox: stack `stack` consecutive frames, RMSNorm, Linear, SwiGLU, Linear, then a LayerNorm
     whose gain can be set to the LLM's token-embedding scale (connector outputs otherwise dwarf text
     embeddings; see REFERENCE.md section 4)."""
@@ -187,24 +206,13 @@ class StackingConnector(Connector):
         self.down = nn.Linear(hidden_dim, output_dim)
         self.out_norm = nn.LayerNorm(output_dim) if output_norm else nn.Identity()
 
-    @staticmethod
-    def token_count(num_frames, *, stack, **options):
-        return math.ceil(num_frames / stack)
-
-    def output_length(self, num_frames):
-        return self.token_count(num_frames, stack=self.stack)
-
     def forward(self, features, lengths):
-        batch, frames, dim = features.shape
-        tokens = math.ceil(frames / self.stack)
-        stacked = pad_frames(mask_padding(features, lengths), tokens * self.stack)
-        stacked = stacked.reshape(batch, tokens, dim * self.stack)
-        gate, value = self.up(self.norm(stacked)).chunk(2, dim=-1)
+        gate, value = self.up(self.norm(self.stacked(features, lengths))).chunk(2, dim=-1)
         return self.out_norm(self.down(F.silu(gate) * value)), self.output_lengths(lengths)
 
 
 @register_connector("ultravox")
-class UltravoxConnector(Connector):
+class UltravoxConnector(FrameStacking):
     """Ultravox's projector, exactly as vLLM serves it (vllm/model_executor/models/ultravox.py,
     UltravoxFeedForwardProjector): stack `stack` frames (zero-padded to a multiple), RMSNorm, Linear without bias
     to `hidden_dim`, SwiGLU as x[:h/2] * silu(x[h/2:]), RMSNorm in the middle (`ln_mid`, Ultravox >= 0.5) or at the
@@ -222,18 +230,8 @@ class UltravoxConnector(Connector):
         self.linear_2 = nn.Linear(hidden_dim // 2, output_dim, bias=False)
         self.ln_post = nn.Identity() if ln_mid else nn.RMSNorm(output_dim, eps=1e-6)
 
-    @staticmethod
-    def token_count(num_frames, *, stack, **options):
-        return math.ceil(num_frames / stack)
-
-    def output_length(self, num_frames):
-        return self.token_count(num_frames, stack=self.stack)
-
     def forward(self, features, lengths):
-        batch, frames, dim = features.shape
-        tokens = math.ceil(frames / self.stack)
-        stacked = pad_frames(mask_padding(features, lengths), tokens * self.stack)
-        hidden = self.linear_1(self.ln_pre(stacked.reshape(batch, tokens, dim * self.stack)))
+        hidden = self.linear_1(self.ln_pre(self.stacked(features, lengths)))
         value, gate = hidden.chunk(2, dim=-1)
         return self.ln_post(self.linear_2(self.ln_mid(value * F.silu(gate)))), self.output_lengths(lengths)
 

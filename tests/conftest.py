@@ -30,3 +30,13 @@ def tiny():
     from speechllm.testing import tiny_model
 
     return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A saved tiny random model (one per test module)."""
+    from speechllm.testing import tiny_model
+
+    path = tmp_path_factory.mktemp("model")
+    tiny_model().save_pretrained(path)
+    return path

@@ -16,15 +16,6 @@ from tests.conftest import packaged_at
 RATE = 16000
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from speechllm.testing import tiny_model
-
-    path = tmp_path_factory.mktemp("model")
-    tiny_model().save_pretrained(path)
-    return path
-
-
 @pytest.fixture
 def folder(tmp_path):
     """clips/a.wav, clips/sub/b.flac, and clips/broken.wav (text, not audio)."""

@@ -14,15 +14,6 @@ from tests.test_audio_limits import streaming_flac
 RATE = 16000
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from speechllm.testing import tiny_model
-
-    path = tmp_path_factory.mktemp("model")
-    tiny_model().save_pretrained(path)
-    return path
-
-
 @pytest.fixture
 def folder(tmp_path):
     """clips/a.wav and clips/sub/b.flac."""
