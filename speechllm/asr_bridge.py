@@ -297,9 +297,9 @@ class TokenBridge(Connector):
     def _expanded(self, first: torch.Tensor, probs: torch.Tensor, residual: torch.Tensor, lengths: torch.Tensor):
         """Each step's sub-positions (the most likely token's piece count), packed in order per clip."""
         steps = [first]
-        for having, rows in self.later:
-            weights = probs[..., having]
-            mixed = (weights @ rows) / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+        for having, rows in self.later:  # plain tensors, not buffers: follow the model if it moved after binding
+            weights = probs[..., having.to(probs.device)]
+            mixed = (weights @ rows.to(probs.device)) / weights.sum(-1, keepdim=True).clamp_min(1e-12)
             steps.append(mixed + residual)
         stacked = torch.stack(steps, dim=2)  # (batch, steps, expand, dim)
         used = self.pieces[probs.argmax(-1)]  # (batch, steps)
