@@ -148,7 +148,7 @@ def cmd_eval_gap(args):
     from . import load
     from .evaluation.gap_report import markdown
     from .evaluation.modality_gap import evaluate_gap
-    from .evaluation.prompt_styles import resolve_prompt_style
+    from .prompt_styles import resolve_prompt_style
 
     style = resolve_prompt_style(args.prompt_style) if args.prompt_style else None  # a typo fails before the load
     report = evaluate_gap(load(args.model), args.manifests, out_dir=args.out, prompt_style=style,

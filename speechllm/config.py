@@ -85,6 +85,8 @@ class ModelSpec:
     audio_token: str = "<|audio|>"
     max_audio_seconds: float = 600.0
     metadata_schema: dict | None = None  # None: metadata.SPEECHLLM_SCHEMA
+    # How requests are worded (speechllm.prompt_styles): "few-shot" for a base LLM, in training and evaluation alike.
+    prompt_style: str | None = None
 
 
 def from_dict(cls: type, data: Any, where: str = ""):

@@ -82,7 +82,7 @@ def ask_gemma_bridge(folder: Path) -> None:
     """The shipped speech LLM over Gemma answers a question about a spoken passage and summarizes a long one."""
     from . import load
     from .audio import load_audio
-    from .evaluation.prompt_styles import PROMPT_STYLES
+    from .prompt_styles import PROMPT_STYLES
 
     try:
         model = load("gemma-bridge")

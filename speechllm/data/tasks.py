@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError, DataError, InputError
 from ..metadata import SPEECHLLM_SCHEMA, MetadataSchema, serialize
+from ..prompt_styles import PromptStyle
 from ..prompting import instruction_for, instructions, prompt_message
 
 if TYPE_CHECKING:  # records are made by `manifest`, which checks them with `checked_task` from here
@@ -104,9 +105,12 @@ def checked_task(record: Record, default: str | None = None, schema: MetadataSch
 
 
 def build_example(record: Record, task: str | None, rng: random.Random,
-                  schema: MetadataSchema = SPEECHLLM_SCHEMA, **options) -> TrainingExample:
+                  schema: MetadataSchema = SPEECHLLM_SCHEMA, style: PromptStyle | None = None,
+                  **options) -> TrainingExample:
     """The TrainingExample of `record` for `task` (None: `task_for` decides); `rng` draws paraphrases and
-    metadata subsets, so the same rng state gives the same example. DataError when the record cannot serve it."""
+    metadata subsets, so the same rng state gives the same example. With a prompt `style`, transcription, spoken
+    question and summary examples are worded in it, as evaluation and inference word them. DataError when the
+    record cannot serve it."""
     try:
         name = checked_task(record, task, schema)
     except DataError as e:
@@ -114,7 +118,23 @@ def build_example(record: Record, task: str | None, rng: random.Random,
     unknown = sorted(set(options) - TASKS[name].options)
     if unknown:
         raise ConfigError(f"task {name!r} takes no option(s) {unknown}; it takes {sorted(TASKS[name].options)}")
-    return TASKS[name].build(record, rng, schema, **options)
+    example = TASKS[name].build(record, rng, schema, **options)
+    return styled(example, record, style) if style is not None else example
+
+
+# The tasks a prompt style words, and the style's request for each.
+STYLED_REQUESTS = {"asr": "transcript", "spoken_qa": "question", "summarization": "summary"}
+
+
+def styled(example: TrainingExample, record: Record, style: PromptStyle) -> TrainingExample:
+    """`example` with its user turn worded by `style` (one clip, a task the style words), else unchanged. A spoken
+    question without a written one keeps its pool instruction: the style has no slot for a question in the audio."""
+    request = STYLED_REQUESTS.get(example.task)
+    if request is None or (request == "question" and not record.instruction):
+        return example
+    parts = style.parts(request, record.audio_source(), question=record.instruction)
+    conversation = [{"role": "user", "content": parts}, *example.conversation[1:]]
+    return TrainingExample(conversation, example.transcripts, example.task, example.record_id)
 
 
 def _example(record: Record, task: str, instruction: str, answer: str) -> TrainingExample:

@@ -6,8 +6,8 @@
 Modules: `runner` (evaluate), `data` (tolerant evaluation manifests), `labels` (raw corpus labels -> schema
 labels), `metrics` (corpus WER, accuracy, macro-F1, confusion, majority class), `cascade` (faster-whisper
 baseline), `report` (report.json / report.md / PNGs), `modality_gap` (the same requests with the clip, its
-transcript and a cascade transcript; `speechllm eval-gap`), `prompt_styles` (plain or few-shot wording of its
-requests), `gap_report` (its report). What `speechllm infer` runs is `speechllm.inference.batch`.
+transcript and a cascade transcript; `speechllm eval-gap`), `gap_report` (its report). What `speechllm infer`
+runs is `speechllm.inference.batch`.
 """
 
 from .labels import RAW_LABELS, map_label

@@ -14,7 +14,7 @@ ROUGE-L against the text run's summary and against the reference summary.
 
 `model` is anything with `chat(conversations, max_new_tokens=, batch_size=) -> [str]` (SpeechLLM models do), so
 a stub whose answers are known checks the scoring. Decoding is greedy; `prompt_style` words the requests
-(see `prompt_styles`: plain instructions, or few-shot completions for a base LLM).
+(see `speechllm.prompt_styles`: plain instructions, or few-shot completions for a base LLM).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from speechllm.data.manifest import RowParser
 from speechllm.errors import AudioError, ConfigError, DataError
 from speechllm.inference import check_positive
 from speechllm.metadata import SPEECHLLM_SCHEMA
+from speechllm.prompt_styles import PromptStyle, resolve_prompt_style
 from speechllm.records import BadRow, read_jsonl
 
 from . import cascade as cascade_asr
 from .gap_report import write_gap_report
 from .metrics import contains_answer, corpus_wer, exact_match, rouge_l
-from .prompt_styles import PromptStyle, resolve_prompt_style
 
 logger = logging.getLogger(__name__)
 

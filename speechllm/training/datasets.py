@@ -12,6 +12,7 @@ import json
 
 from ..data.mixing import DataConfig, MixedDataset, Source, length_buckets
 from ..metadata import MetadataSchema
+from ..prompt_styles import resolve_prompt_style
 from .config import StageConfig, TrainConfig
 
 EVAL_SEED_OFFSET = 10_000  # the eval set's draw never coincides with a stage's (stage i draws with seed + i)
@@ -27,6 +28,8 @@ class RunDatasets:
 
     def __init__(self, config: TrainConfig, schema: MetadataSchema):
         self.config, self.schema = config, schema
+        # The model's prompt style words its examples, as evaluation words its requests.
+        self.style = resolve_prompt_style(config.model.prompt_style) if config.model.prompt_style else None
         self._read: dict[str, Source] = {}
 
     def sources(self, data: dict) -> list[Source]:
@@ -43,7 +46,8 @@ class RunDatasets:
         """Stage `index`'s examples: exactly as many as its steps consume over `world` processes."""
         data = stage.data if stage.data is not None else self.config.data
         size = stage.steps * stage.batch_size * stage.grad_accum * world
-        return MixedDataset(self.sources(data), num_samples=size, seed=self.config.seed + index, schema=self.schema)
+        return MixedDataset(self.sources(data), num_samples=size, seed=self.config.seed + index, schema=self.schema,
+                            style=self.style)
 
     def for_evaluation(self) -> MixedDataset | None:
         """The held-out examples every evaluation of the run scores (`eval_batches` batches), or None."""
@@ -51,7 +55,7 @@ class RunDatasets:
             return None
         size = self.config.eval_batches * eval_batch_size(self.config)
         return MixedDataset(self.sources(self.config.eval_data), num_samples=size,
-                            seed=self.config.seed + EVAL_SEED_OFFSET, schema=self.schema)
+                            seed=self.config.seed + EVAL_SEED_OFFSET, schema=self.schema, style=self.style)
 
 
 def step_plan(dataset: MixedDataset, stage: StageConfig, seed: int, rank: int, world: int) -> list[list[list[int]]]:

@@ -1,14 +1,18 @@
-"""How the modality-gap evaluation words its requests: plain instructions, or few-shot completions for base LLMs.
+"""How a model is asked to answer, summarize or write out a clip: plain instructions, or few-shot completions for
+base LLMs. Training (`data.tasks`), the modality-gap evaluation and the quick start word requests here, so a model
+is asked as it was taught.
 
 A `PromptStyle` holds one template per request (`question`, `summary`, `transcript`) with a `{passage}` slot
 where the clip goes (or, for the text run, its transcript) and `{question}` / `{instruction}` slots. A base
 model (Gemma 3 270M) continues text rather than following bare instructions, so the "few-shot" style puts two
-worked examples first and ends in "Answer:"; its answers are cut at the first line break, where a base model
-starts its next made-up example. The same style serves the speech, text and cascade runs, so any gap between
-them comes from the modality, not the wording.
+worked examples first and ends in "Answer:" (a transcript request shows two passages written out word for word,
+since a base model asked to "write out" a passage otherwise continues it); its answers are cut at the first line
+break, where a base model starts its next made-up example. The same style serves the speech, text and cascade
+runs, so any gap between them comes from the modality, not the wording.
 
-A model names its style in its config (`prompt_style`: a style name or a dict of PromptStyle fields); the
-`--prompt-style` option (a name or a JSON file) overrides it; the default is "plain".
+A model names its style in its spec (`prompt_style`: a style name), and training words its `asr`, `spoken_qa` and
+`summarization` examples in it; the `--prompt-style` option of eval-gap (a name or a JSON file) overrides it; the
+default is "plain".
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class PromptStyle:
     transcript: str = "{instruction}\n{passage}"
     question_prefix: str = ""  # worked examples before a question
     summary_prefix: str = ""  # worked examples before a summary request
+    transcript_prefix: str = ""  # worked examples before a transcript request
     first_line_only: bool = False  # keep the answer up to its first line break
 
     def __post_init__(self):
@@ -43,7 +48,8 @@ class PromptStyle:
         """Content parts of the user turn for `request` ("question", "summary" or "transcript"); `passage` is an
         audio input (a part of type audio) or a string (the text run: one text part)."""
         template = getattr(self, request)
-        prefix = {"question": self.question_prefix, "summary": self.summary_prefix}.get(request, "")
+        prefix = {"question": self.question_prefix, "summary": self.summary_prefix,
+                  "transcript": self.transcript_prefix}[request]
         instruction = instructions("summarization" if request == "summary" else "asr")[0]
         before, after = (prefix + template).split(PASSAGE_SLOT)
         before = before.format(question=question, instruction=instruction)
@@ -83,6 +89,7 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
         transcript="Speech: {passage}\nWritten out:",
         question_prefix="".join(f"Passage: {p}\nQuestion: {q}\nAnswer: {a}\n\n" for p, q, a, _ in _EXAMPLES),
         summary_prefix="".join(f"Passage: {p}\nSummary: {s}\n\n" for p, _, _, s in _EXAMPLES),
+        transcript_prefix="".join(f"Speech: {p}\nWritten out: {p}\n\n" for p, _, _, _ in _EXAMPLES),
         first_line_only=True,
     ),
 }
@@ -90,9 +97,9 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
 
 def resolve_prompt_style(choice: str | dict | PromptStyle | None, model=None) -> PromptStyle:
     """The style to use: `choice` (a name of PROMPT_STYLES, a JSON file of PromptStyle fields, a dict or a
-    PromptStyle), else the model config's `prompt_style`, else "plain". ConfigError for an unknown name or field."""
+    PromptStyle), else the model spec's `prompt_style`, else "plain". ConfigError for an unknown name or field."""
     if choice is None and model is not None:
-        choice = getattr(getattr(model, "config", None), "prompt_style", None)
+        choice = getattr(getattr(getattr(model, "config", None), "model_spec", None), "prompt_style", None)
     if choice is None:
         return PROMPT_STYLES["plain"]
     if isinstance(choice, PromptStyle):
