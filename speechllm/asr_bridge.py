@@ -31,7 +31,7 @@ from .connectors import Connector, mask_padding, register_connector
 from .encoders import AudioEncoder, FrameCount, register_encoder
 from .errors import ConfigError
 
-TRANSCRIBER_OPTIONS = {"tokens_per_second": 6.0, "min_tokens": 8}
+TRANSCRIBER_OPTIONS = {"tokens_per_second": 6.0, "min_tokens": 8, "beams": 1}
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ class WhisperTranscriber(AudioEncoder):
         # the weights cannot change (frozen, no gradients); an entry is small (budget x d_model floats).
         self._recent: OrderedDict[tuple, tuple[torch.Tensor, int]] = OrderedDict()
         self.recent_windows = 256
+        self.beams = int({**TRANSCRIBER_OPTIONS, **spec.options}["beams"])
         self.suppress = sorted(set(generation.suppress_tokens or []))
         self.begin_suppress = sorted(set(generation.begin_suppress_tokens or []))
 
@@ -106,8 +107,8 @@ class WhisperTranscriber(AudioEncoder):
             raise ConfigError(f"whisper_transcriber: unknown option(s) {sorted(unknown)}; valid: "
                               f"{sorted(TRANSCRIBER_OPTIONS)}")
         options = {**TRANSCRIBER_OPTIONS, **spec.options}
-        if not (options["tokens_per_second"] > 0 and int(options["min_tokens"]) >= 1):
-            raise ConfigError("whisper_transcriber: tokens_per_second must be > 0 and min_tokens >= 1")
+        if not (options["tokens_per_second"] > 0 and int(options["min_tokens"]) >= 1 and int(options["beams"]) >= 1):
+            raise ConfigError("whisper_transcriber: tokens_per_second must be > 0, min_tokens and beams >= 1")
         # The decoder's positions, less its two prompt tokens and the end of text.
         return TranscriptBudget(cls.window_samples_of(spec), float(options["tokens_per_second"]),
                                 float(options["tokens_per_second"]), int(options["min_tokens"]),
@@ -164,14 +165,19 @@ class WhisperTranscriber(AudioEncoder):
             mel = self.feature_extractor([w.float().cpu().numpy() for w in windows], sampling_rate=SAMPLE_RATE,
                                          return_tensors="pt").input_features
         param = next(self.model.parameters())
-        whisper = self.model.model
-        encoded = whisper.encoder(mel.to(param.device, param.dtype)).last_hidden_state
-        rows, steps = len(windows), max(budgets)
-        ids = torch.tensor([self.prompt] * rows, device=param.device)
-        budget = torch.tensor(budgets, device=param.device)
+        encoded = self.model.model.encoder(mel.to(param.device, param.dtype)).last_hidden_state
+        if self.beams > 1:
+            return self._beam_states(encoded, budgets)
+        return self._greedy_states(encoded, budgets)
+
+    def _greedy_states(self, encoded: torch.Tensor, budgets: list[int]):
+        whisper, device = self.model.model, encoded.device
+        rows, steps = len(budgets), max(budgets)
+        ids = torch.tensor([self.prompt] * rows, device=device)
+        budget = torch.tensor(budgets, device=device)
         states = encoded.new_zeros(rows, steps, self.output_dim)
-        counts = torch.zeros(rows, dtype=torch.long, device=param.device)
-        done = torch.zeros(rows, dtype=torch.bool, device=param.device)
+        counts = torch.zeros(rows, dtype=torch.long, device=device)
+        done = torch.zeros(rows, dtype=torch.bool, device=device)
         cache = None
         for step in range(steps):
             out = whisper.decoder(input_ids=ids, encoder_hidden_states=encoded, cache=cache, use_cache=True)
@@ -189,6 +195,33 @@ class WhisperTranscriber(AudioEncoder):
                 break
             ids = token[:, None]
         return states, counts.tolist()
+
+    def _beam_states(self, encoded: torch.Tensor, budgets: list[int]):
+        from transformers import GenerationMixin
+        from transformers.modeling_outputs import BaseModelOutput
+
+        """Beam search (as faster-whisper decodes: `beams` hypotheses, the best kept), then one teacher-forced
+        decoder pass along the chosen tokens: the state that predicted each of them, as greedy decoding gives."""
+        rows, steps, device = len(budgets), max(budgets), encoded.device
+        start = torch.tensor([self.prompt] * rows, device=device)
+        # The plain beam search of transformers' GenerationMixin: Whisper's own generate() wants mel features and
+        # adds long-form logic this window-by-window decoding does not use.
+        out = GenerationMixin.generate(
+            self.model, encoder_outputs=BaseModelOutput(last_hidden_state=encoded), decoder_input_ids=start,
+            num_beams=self.beams, max_new_tokens=steps, do_sample=False, suppress_tokens=self.suppress or None,
+            begin_suppress_tokens=self.begin_suppress or None, eos_token_id=self.end_of_text,
+            pad_token_id=self.end_of_text)
+        tokens = out[:, len(self.prompt):]
+        counts = []
+        for row, budget in enumerate(budgets):
+            ended = (tokens[row] == self.end_of_text).nonzero()
+            counts.append(min(int(ended[0]) if len(ended) else tokens.shape[1], budget))
+        forced = torch.cat([start, tokens[:, :max(1, max(counts))]], dim=1)
+        hidden = self.model.model.decoder(input_ids=forced, encoder_hidden_states=encoded).last_hidden_state
+        states = encoded.new_zeros(rows, steps, self.output_dim)
+        for row, count in enumerate(counts):  # position len(prompt) - 1 + i predicted token i
+            states[row, :count] = hidden[row, len(self.prompt) - 1: len(self.prompt) - 1 + count]
+        return states, counts
 
 
 @register_connector("token_bridge")

@@ -56,6 +56,9 @@ class PromptStyle:
         after = after.format(question=question, instruction=instruction)
         if isinstance(passage, str):
             return [{"type": "text", "text": before + passage + after}]
+        # The clip's first word brings its own leading space (a transcribing bridge gives " Hi", as the text run's
+        # tokenizer does); a space token before it would be one the text run never has.
+        before = before.rstrip(" ")
         parts = [{"type": "text", "text": before}] if before else []
         parts.append({"type": "audio", "audio": passage})
         return parts + ([{"type": "text", "text": after}] if after else [])
