@@ -193,9 +193,9 @@ def load(name_or_path=None, device: str = "auto", dtype: torch.dtype | None = No
     "gemma-bridge"; an existing folder of the same name wins), None for the default model, on the best
     device available, each part in the dtype that device runs it fastest in (precision.py: on a CPU with native
     bf16 the LLM in bf16, encoder and connector in fp32; `dtype` forces one for all), ready for inference: LoRA
-    adapters are folded into the weights (`merge_adapters_in_place`), which gives the same answers with one matmul per layer instead of three (the
-    default model decodes 1.5x faster on a CPU). `merge_adapters=False` keeps them, to train further or to
-    save the adapters alone."""
+    adapters are folded into the weights (`merge_adapters_in_place`), which gives the same answers with one
+    matmul per layer instead of three (the default model decodes 1.5x faster on a CPU). `merge_adapters=False`
+    keeps them, to train further or to save the adapters alone."""
     if name_or_path is None:
         return default_model(device, dtype, merge_adapters=merge_adapters)
     packaged = packaged_name(name_or_path)
