@@ -83,3 +83,12 @@ def test_a_cpu_with_native_bf16_runs_the_llm_in_bf16_and_answers_as_fp32_does(sa
     assert worst < LOGIT_TOLERANCE, f"bf16 logits off by {float(worst):.3f} of fp32's largest"
     answer = mixed.generate(**batch, max_new_tokens=4, do_sample=False)
     assert answer.shape == (2, 4)
+
+
+def test_a_model_whose_config_keeps_fp32_on_cpus_loads_in_fp32_even_with_native_bf16(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    model = prefix_model()
+    model.config.model_spec.llm.cpu_precision = "fp32"  # as the packaged models say (bench/precision.py)
+    model.save_pretrained(tmp_path)
+    loaded = speechllm.load(tmp_path, device="cpu")
+    assert dtypes(loaded) == expect(loaded, encoder=torch.float32, connector=torch.float32, llm=torch.float32)

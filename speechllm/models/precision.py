@@ -44,6 +44,9 @@ def part_dtypes(model, device: torch.device, fast: torch.dtype,
     if device.type != "cpu" or fast == torch.float32:
         why = "fastest on this device" if fast != torch.float32 else "no native bf16 on this device"
         return {part: (fast, why) for part in ("encoder", "connector", "llm")}
+    if model.config.model_spec.llm.cpu_precision == "fp32":
+        why = "llm.cpu_precision: fp32 (bf16 changed this model's answers)"
+        return {part: (torch.float32, why) for part in ("encoder", "connector", "llm")}
     return {"encoder": (torch.float32, "convolutions and small matmuls: no gain from bf16 on a CPU"),
             "connector": (torch.float32, "small; cast to the LLM's dtype at its output"),
             "llm": (fast, "matmul-bound; this CPU multiplies bf16 natively")}
