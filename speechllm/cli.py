@@ -19,6 +19,22 @@ from .extras import require_extra
 log = logging.getLogger(__name__)
 
 
+PRECISION_HELP = ("auto (default): each part where it runs fastest, the LLM in bf16 on a CPU with native bf16 or a "
+                  "GPU with bf16; fp32 or bf16 puts every part in that dtype")
+
+
+def add_precision_option(parser) -> None:
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help=PRECISION_HELP)
+
+
+def load_model(name, precision: str):
+    """`speechllm.load(name)` with the dtype that `--precision` forces (None for auto)."""
+    from . import load
+    from .models.precision import precision_dtype
+
+    return load(name, dtype=precision_dtype(precision))
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number of at least 1 (batch sizes, counts, token limits)."""
     try:
@@ -130,12 +146,12 @@ def cmd_demo(args):
 
 def cmd_eval(args):
     require_extra("eval", "speechllm eval")  # before the model loads
-    from . import load
     from .evaluation import evaluate
     from .evaluation.report import markdown
 
     report = evaluate(
-        load(args.model), args.manifests, fields=args.fields.split(",") if args.fields is not None else None,
+        load_model(args.model, args.precision), args.manifests,
+        fields=args.fields.split(",") if args.fields is not None else None,
         batch_size=args.batch_size, baselines=("majority",) if args.no_cascade else ("cascade", "majority"),
         out_dir=args.out, limit=args.limit, model_name=args.model,
     )
@@ -145,28 +161,26 @@ def cmd_eval(args):
 
 def cmd_eval_gap(args):
     require_extra("eval", "speechllm eval-gap")  # before the model loads
-    from . import load
     from .evaluation.gap_report import markdown
     from .evaluation.modality_gap import evaluate_gap
     from .prompt_styles import resolve_prompt_style
 
     style = resolve_prompt_style(args.prompt_style) if args.prompt_style else None  # a typo fails before the load
-    report = evaluate_gap(load(args.model), args.manifests, out_dir=args.out, prompt_style=style,
-                          cascade=None if args.no_cascade else "auto", batch_size=args.batch_size, limit=args.limit,
-                          model_name=args.model)
+    report = evaluate_gap(load_model(args.model, args.precision), args.manifests, out_dir=args.out,
+                          prompt_style=style, cascade=None if args.no_cascade else "auto",
+                          batch_size=args.batch_size, limit=args.limit, model_name=args.model)
     print(markdown(report))
     log.info("report written to %s/report.md and report.json", args.out)
 
 
 def cmd_infer(args):
-    from . import load
     from .inference import check_output_path, collect_inputs, infer_clips, split_model_argument, write_json_lines
 
     name, audio = split_model_argument(args.inputs)
     clips = collect_inputs(audio)
     if args.out:  # before the model loads
         check_output_path(args.out, [*audio, *([name] if name else [])], clips)
-    model = load(name)  # None: the default model
+    model = load_model(name, args.precision)  # None: the default model
     lines = infer_clips(model, clips, fields=args.fields.split(",") if args.fields is not None else None,
                         instruction=args.instruction, transcribe=args.transcribe,
                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
@@ -184,6 +198,7 @@ def add_eval_parsers(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--no-cascade", action="store_true", help="skip the faster-whisper cascade baseline")
     p.add_argument("--limit", type=positive_int, help="evaluate the first N usable rows of each manifest")
+    add_precision_option(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("eval-gap", help="modality gap: the same requests with the clip, its transcript, a cascade")
@@ -196,6 +211,7 @@ def add_eval_parsers(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--no-cascade", action="store_true", help="skip the faster-whisper cascade")
     p.add_argument("--limit", type=positive_int, help="evaluate the first N usable rows of each manifest")
+    add_precision_option(p)
     p.set_defaults(func=cmd_eval_gap)
 
     p = sub.add_parser("infer", help="answer about audio files, folders or manifests; JSON lines out")
@@ -210,13 +226,15 @@ def add_eval_parsers(sub) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=256, help="for --instruction and --transcribe")
     p.add_argument("--min-confidence", type=probability, metavar="P",
                    help="metadata labels answered with a lower confidence (0-1) come back null: not sure")
+    add_precision_option(p)
     p.set_defaults(func=cmd_infer)
 
 
 def cmd_serve(args):
     from .serving import serve
 
-    serve(args.models, host=args.host, port=args.port, api_key=args.api_key, config=args.config)
+    serve(args.models, host=args.host, port=args.port, api_key=args.api_key, config=args.config,
+          precision=args.precision)
 
 
 def add_serve_parser(sub) -> None:
@@ -231,6 +249,7 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` (default: $SPEECHLLM_API_KEY, else none)")
     p.add_argument("--config", help="YAML of server limits and batching (see speechllm/serving/config.py)")
+    add_precision_option(p)
     p.set_defaults(func=cmd_serve)
 
 

@@ -72,6 +72,9 @@ class LLMSpec:
     # "prefix": audio embeddings fill placeholder positions of the prompt (decoder-only LLMs).
     # "cross_attention": the LLM reads audio through cross-attention (Whisper's decoder); one clip per prompt.
     coupling: Literal["prefix", "cross_attention"] = "prefix"
+    # Inference on a CPU with native bf16 (models/precision.py): "auto" runs the LLM in bf16, "fp32" keeps it in fp32
+    # where bf16 measurably changes the model's answers or batching (the packaged models: README, Precision).
+    cpu_precision: Literal["auto", "fp32"] = "auto"
 
 
 @dataclass

@@ -24,6 +24,17 @@ def packaged_at(monkeypatch, name: str, folder) -> None:
     monkeypatch.setitem(PACKAGED_MODELS, name, replace(PACKAGED_MODELS[name], folder=Path(folder)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_without_native_bf16():
+    """Every test runs as on a CPU without native bf16 (most CI machines): loaded models are fp32 like the models
+    they are compared with, on any machine. Tests of the bf16 choice patch the detector back on themselves."""
+    from speechllm.pretrained import precision
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """A tiny random speech LLM (whisper encoder, stack connector, llama) shared by read-only tests."""

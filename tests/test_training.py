@@ -1,5 +1,6 @@
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 
 from speechllm.data.toy import TONE_WORDS, build_tone_corpus
 from speechllm.errors import ConfigError
+from speechllm.pretrained import precision as cpu_support
 from speechllm.testing import free_port, run_checked, tiny_tokenizer
 from speechllm.training.config import load_train_config
 from speechllm.training.trainer import Trainer
@@ -209,13 +211,31 @@ def test_bad_manifest_stops_the_run_with_file_and_line(tmp_path, toy):
 def test_half_precision_on_a_cpu_without_native_support_falls_back_to_fp32(monkeypatch, caplog, native):
     import speechllm.training.precision as precision
 
-    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(cpu_support, "cpu_has_native_bf16", lambda: native)
     with caplog.at_level(logging.INFO, logger="speechllm"):
         assert precision.resolve_precision("bf16") == ("bf16" if native else "fp32")
     assert ("no native support" in caplog.text) != native
     assert precision.resolve_precision("fp16") == "fp32"  # CPU autocast in fp16 is emulated everywhere
-    assert precision.resolve_precision("auto") == "fp32"
+    assert precision.resolve_precision("auto") == ("bf16" if native else "fp32")
     assert precision.resolve_precision("fp32") == "fp32"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU's bf16 autocast")
+def test_auto_precision_trains_under_bf16_autocast_on_a_cpu_with_native_bf16(toy, tmp_path, monkeypatch):
+    """The weights stay fp32 (autocast, not a cast of the model); the LLM's matmuls run in bf16; losses are finite."""
+    monkeypatch.setattr(cpu_support, "cpu_has_native_bf16", lambda: True)
+    config = load_train_config(RECIPE, overrides(toy, tmp_path, "precision=auto", "stages.0.steps=2",
+                                                 "stages.1.steps=2", "stages.0.batch_size=4", "stages.1.batch_size=4",
+                                                 "save_every=0", "eval_batches=1", "log_every=1"))
+    trainer = Trainer(config)
+    seen = set()
+    head = trainer.model.language_model.get_output_embeddings()
+    head.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    trainer.train()
+    losses = [h["loss"] for h in trainer.history if "loss" in h]
+    assert trainer.accelerator.mixed_precision == "bf16" and seen == {torch.bfloat16}
+    assert len(losses) == 4 and all(math.isfinite(loss) for loss in losses), losses
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
 
 
 def test_adapter_scale_shrinks_the_trained_adapters_toward_the_pretrained_model(toy, tmp_path):

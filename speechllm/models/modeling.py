@@ -155,7 +155,8 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
         """One encoder pass over padded clips for the attribute heads and the LLM alike -> (encoder states and each
         clip's own frame count, on the CPU, for the heads to pool; the last layer's frames and lengths, which
         `generate(audio_features=...)` reads). States are (clips, frames, layers, dim) with `all_layers`."""
-        states, frames = self.encoder(audio_values.to(self.device, self.dtype), audio_lengths.to(self.device),
+        # Waveforms as they come (fp32): each encoder casts to its own dtype, which may not be the LLM's (precision.py).
+        states, frames = self.encoder(audio_values.to(self.device), audio_lengths.to(self.device),
                                       all_layers=all_layers)
         last = states[:, :, -1] if all_layers else states
         # The clip's own frames: an encoder that keeps Whisper's whole 30 s window (crop_to_length: false) also
@@ -165,6 +166,11 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
 
     def connector_dtype(self, default: torch.dtype) -> torch.dtype:
         return next((p.dtype for p in self.connector.parameters()), default)
+
+    @property
+    def llm_dtype(self) -> torch.dtype:
+        """The dtype the LLM reads its inputs in (its embeddings'): audio entering it is cast to this."""
+        return self.get_input_embeddings().weight.dtype
 
     def embed(
         self, input_ids, audio_values=None, audio_lengths=None, audio_embeds=None, audio_features=None

@@ -74,13 +74,16 @@ def create_app(models, config: ServerConfig | None = None) -> FastAPI:
 
 
 def serve(models=None, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          config: str | Path | ServerConfig | None = None, log_level: str = "info") -> None:
+          config: str | Path | ServerConfig | None = None, log_level: str = "info", precision: str = "auto") -> None:
     """Load the models and serve them with uvicorn until stopped. `models`: None for the default model; one
     model (a folder, hub id, packaged name such as "gemma-bridge", or a model object); a list of them; or a
     mapping {id: model}. See `model_ids` for the ids. The API key comes from `api_key`, else the config file,
     else $SPEECHLLM_API_KEY; a key that is set but empty is a ConfigError, never "no key". Without
-    `allowed_hosts` in the config, the Host names accepted follow `host` (see `default_allowed_hosts`)."""
+    `allowed_hosts` in the config, the Host names accepted follow `host` (see `default_allowed_hosts`). `precision`
+    ("auto", "fp32", "bf16") is how models given by name load (speechllm.models.precision)."""
     import uvicorn
+
+    from ..models.precision import precision_dtype
 
     if not isinstance(config, ServerConfig):
         config = ServerConfig.load(config, api_key=api_key)
@@ -95,7 +98,8 @@ def serve(models=None, *, host: str = "127.0.0.1", port: int = 8000, api_key: st
         log.warning("serving on %s without an API key: anyone who can reach it can use the model", host)
     named = model_ids(models, config)  # names checked before any model loads
     config.model_name = next(iter(named))
-    loaded = {model_id: load(model) if model is None or isinstance(model, (str, Path)) else model
+    dtype = precision_dtype(precision)
+    loaded = {model_id: load(model, dtype=dtype) if model is None or isinstance(model, (str, Path)) else model
               for model_id, model in named.items()}
     uvicorn.run(create_app(loaded, config), host=host, port=port, log_level=log_level)
 

@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
+
+from ..pretrained import precision as cpu_support
 
 logger = logging.getLogger(__name__)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precision(requested: str) -> str:
-    """The precision to train in: "auto" is bf16 on a GPU that has it, else fp32; half precision asked for on a
-    CPU without native support for it falls back to fp32, saying so."""
+    """The precision to train in: "auto" is bf16 on a GPU that has it or on a CPU that multiplies bf16 natively
+    (accelerate then runs the steps under CPU autocast: weights and optimiser states stay fp32), else fp32; half
+    precision asked for on a CPU without native support for it falls back to fp32, saying so."""
+    gpu = torch.cuda.is_available()
     if requested == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    if requested != "fp32" and not torch.cuda.is_available() and not (requested == "bf16" and cpu_has_bf16()):
+        if gpu:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cpu_support.cpu_has_native_bf16() else "fp32"
+    if requested != "fp32" and not gpu and not (requested == "bf16" and cpu_support.cpu_has_native_bf16()):
         # Emulated half precision on a CPU is no saving: a bf16 convolution ran 28x slower than fp32 on an AMD
         # EPYC without avx512_bf16. The recipe's numbers stay the same; only the arithmetic changes.
         logger.warning(f"precision {requested}: this CPU has no native support for it; training in fp32")
