@@ -32,8 +32,8 @@ import torch  # noqa: E402
 import speechllm  # noqa: E402
 from speechllm.audio import SAMPLE_RATE, load_audio, load_conversation_audio  # noqa: E402
 from speechllm.evaluation.metrics import rouge_l  # noqa: E402
-from speechllm.evaluation.prompt_styles import PROMPT_STYLES  # noqa: E402
 from speechllm.pretrained.precision import cpu_has_native_bf16  # noqa: E402
+from speechllm.prompt_styles import PROMPT_STYLES  # noqa: E402
 
 PASSAGES = Path(__file__).resolve().parents[1] / "runs" / "passages" / "dev.jsonl"
 STYLE = PROMPT_STYLES["few-shot"]
