@@ -197,7 +197,7 @@ class WhisperTranscriber(AudioEncoder):
         return states, counts.tolist()
 
     def _beam_states(self, encoded: torch.Tensor, budgets: list[int]):
-        from transformers import GenerationMixin
+        from transformers import GenerationConfig, GenerationMixin
         from transformers.modeling_outputs import BaseModelOutput
 
         """Beam search (as faster-whisper decodes: `beams` hypotheses, the best kept), then one teacher-forced
@@ -206,11 +206,14 @@ class WhisperTranscriber(AudioEncoder):
         start = torch.tensor([self.prompt] * rows, device=device)
         # The plain beam search of transformers' GenerationMixin: Whisper's own generate() wants mel features and
         # adds long-form logic this window-by-window decoding does not use.
+        settings = GenerationConfig(num_beams=self.beams, max_new_tokens=steps, do_sample=False,
+                                    suppress_tokens=self.suppress or None,
+                                    begin_suppress_tokens=self.begin_suppress or None,
+                                    eos_token_id=self.end_of_text, pad_token_id=self.end_of_text,
+                                    decoder_start_token_id=self.prompt[0])
         out = GenerationMixin.generate(
             self.model, encoder_outputs=BaseModelOutput(last_hidden_state=encoded), decoder_input_ids=start,
-            num_beams=self.beams, max_new_tokens=steps, do_sample=False, suppress_tokens=self.suppress or None,
-            begin_suppress_tokens=self.begin_suppress or None, eos_token_id=self.end_of_text,
-            pad_token_id=self.end_of_text)
+            decoder_attention_mask=torch.ones_like(start), generation_config=settings)
         tokens = out[:, len(self.prompt):]
         counts = []
         for row, budget in enumerate(budgets):

@@ -165,3 +165,33 @@ def test_a_transcript_longer_than_its_budget_is_cut_at_the_budget():
     is_audio = batch["input_ids"] == model.processor.audio_token_id
     torch.testing.assert_close(embeds[is_audio], too_long[0][:budget])
     assert not bool(unused.any())
+
+
+def _windows(seconds_and_seeds):
+    waves = [torch.from_numpy(clip(s, seed)) for s, seed in seconds_and_seeds]
+    return waves, [8 + int(np.ceil(3.0 * len(w) / RATE)) for w in waves]
+
+
+def test_beam_states_are_the_states_that_predicted_the_chosen_tokens():
+    """The beam path decodes by transformers' beam search, then reads the decoder's states in one teacher-forced
+    pass: with one beam it must give greedy decoding's states exactly (an off-by-one position fails this)."""
+    model = bridge_model(tokens_per_second=3.0, min_tokens=8)
+    waves, budgets = _windows([(1.0, 11), (2.0, 12)])
+    mel = model.encoder.feature_extractor([w.numpy() for w in waves], sampling_rate=RATE,
+                                          return_tensors="pt").input_features
+    with torch.no_grad():
+        encoded = model.encoder.model.model.encoder(mel).last_hidden_state
+        greedy, greedy_counts = model.encoder._greedy_states(encoded, budgets)
+        forced, forced_counts = model.encoder._beam_states(encoded, budgets)
+    assert forced_counts == greedy_counts and min(greedy_counts) > 0
+    torch.testing.assert_close(forced, greedy, atol=1e-4, rtol=1e-4)
+
+
+def test_beam_decoding_gives_each_clip_the_same_states_batched_or_alone():
+    model = bridge_model(tokens_per_second=3.0, min_tokens=8, beams=3)
+    waves, budgets = _windows([(1.0, 13), (2.5, 14), (0.5, 15)])
+    together, counts = model.encoder._decode(waves, budgets)
+    for row, (wave, budget) in enumerate(zip(waves, budgets)):
+        alone, (count,) = model.encoder._decode([wave], [budget])
+        assert count == counts[row]
+        torch.testing.assert_close(together[row, :count], alone[0, :count], atol=1e-4, rtol=1e-4)

@@ -1,6 +1,8 @@
 """Prompts: the instruction pools, the metadata instruction and the user turn that training, inference and
 serving all build with `speechllm.prompting`."""
 
+from pathlib import Path
+
 import pytest
 
 from speechllm.errors import ConfigError
@@ -67,8 +69,10 @@ def test_a_model_with_a_prompt_style_is_taught_with_the_requests_evaluation_send
 
     style, record = PROMPT_STYLES["few-shot"], _passage_record(task, **keys)
     example = build_example(record, None, random.Random(0), style=style)
-    assert example.conversation[0]["content"] == style.parts(request_kind, "/clips/a.wav",
-                                                             question=keys.get("instruction"))
+    content = example.conversation[0]["content"]
+    assert content == style.parts(request_kind, Path("/clips/a.wav"), question=keys.get("instruction"))
+    assert [p["type"] for p in content] == ["text", "audio", "text"]  # the clip, not its path as text
+    assert str(content[1]["audio"]) == "/clips/a.wav"
     assert example.conversation[-1] == {"role": "assistant", "content": keys.get("response", record.transcript)}
     assert example.transcripts == [record.transcript]  # distillation's teacher reads the same request as text
     plain = build_example(record, None, random.Random(0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError, DataError, InputError
@@ -132,7 +133,9 @@ def styled(example: TrainingExample, record: Record, style: PromptStyle) -> Trai
     request = STYLED_REQUESTS.get(example.task)
     if request is None or (request == "question" and not record.instruction):
         return example
-    parts = style.parts(request, record.audio_source(), question=record.instruction)
+    source = record.audio_source()
+    # A style reads a plain string as the passage's text: a path goes in as a Path.
+    parts = style.parts(request, Path(source) if isinstance(source, str) else source, question=record.instruction)
     conversation = [{"role": "user", "content": parts}, *example.conversation[1:]]
     return TrainingExample(conversation, example.transcripts, example.task, example.record_id)
 
