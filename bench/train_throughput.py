@@ -140,10 +140,14 @@ def arms(stage: StageConfig, steps: int, batch: int) -> list[tuple[str, str, Sta
             (f"batch {batch}, cached features", "ours", dataclasses.replace(batched, name="cached"), True)]
 
 
+def run_config(config: TrainConfig, stage: StageConfig, out: Path, cache: bool) -> TrainConfig:
+    """`config` running `stage` alone into `out`, logging every step, with no checkpoints or samples on the way."""
+    return dataclasses.replace(config, stages=[stage], output_dir=str(out), feature_cache=cache,
+                               save_every=0, log_every=1, report_to=[], eval_samples=0)
+
+
 def train(config: TrainConfig, stage: StageConfig, out: Path, cache: bool) -> list[dict]:
-    run_config = dataclasses.replace(config, stages=[stage], output_dir=str(out), feature_cache=cache,
-                                     save_every=0, log_every=1, report_to=[], eval_samples=0)
-    trainer = Trainer(run_config)
+    trainer = Trainer(run_config(config, stage, out, cache))
     trainer.train()
     return trainer.history
 
