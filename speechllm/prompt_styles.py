@@ -55,6 +55,8 @@ class PromptStyle:
         before = before.format(question=question, instruction=instruction)
         after = after.format(question=question, instruction=instruction)
         if isinstance(passage, str):
+            if self.first_line_only:  # a completion style's passage is one line, as in its examples
+                passage = " ".join(passage.split())
             return [{"type": "text", "text": before + passage + after}]
         # The clip's first word brings its own leading space (a transcribing bridge gives " Hi", as the text run's
         # tokenizer does); a space token before it would be one the text run never has.

@@ -106,9 +106,13 @@ def test_prompt_styles_word_the_same_request_for_audio_and_text():
     few = PROMPT_STYLES["few-shot"]
     parts = few.parts("question", ("clip", 16000), question="Who called?")
     assert [p["type"] for p in parts] == ["text", "audio", "text"]
-    assert parts[0]["text"].endswith("Passage: ") and parts[2]["text"] == "\nQuestion: Who called?\nAnswer:"
+    # No space token before the clip: its first word brings its own, as " Hi" does in the text run.
+    assert parts[0]["text"].endswith("Passage:") and parts[2]["text"] == "\nQuestion: Who called?\nAnswer:"
     text = few.parts("question", "Hi, this is Ann.", question="Who called?")[0]["text"]
-    assert text == parts[0]["text"] + "Hi, this is Ann." + parts[2]["text"]
+    assert text == parts[0]["text"] + " Hi, this is Ann." + parts[2]["text"]
+    # A passage of paragraphs is one line, as the worked examples are (a line break ends a completion's answer).
+    assert few.parts("question", "Hi, this is Ann.\n\nBye.", question="Who called?")[0]["text"] == \
+        parts[0]["text"] + " Hi, this is Ann. Bye." + parts[2]["text"]
     assert few.clean(" Ann\n\nPassage: more") == "Ann"
     plain = PROMPT_STYLES["plain"].parts("question", ("clip", 16000), question="Who called?")
     assert plain == [{"type": "text", "text": "Who called?\n"}, {"type": "audio", "audio": ("clip", 16000)}]
