@@ -206,14 +206,15 @@ class WhisperTranscriber(AudioEncoder):
         start = torch.tensor([self.prompt] * rows, device=device)
         # The plain beam search of transformers' GenerationMixin: Whisper's own generate() wants mel features and
         # adds long-form logic this window-by-window decoding does not use.
-        settings = GenerationConfig(num_beams=self.beams, max_new_tokens=steps, do_sample=False,
+        settings = GenerationConfig(num_beams=self.beams, max_length=len(self.prompt) + steps, do_sample=False,
                                     suppress_tokens=self.suppress or None,
                                     begin_suppress_tokens=self.begin_suppress or None,
                                     eos_token_id=self.end_of_text, pad_token_id=self.end_of_text,
                                     decoder_start_token_id=self.prompt[0])
         out = GenerationMixin.generate(
             self.model, encoder_outputs=BaseModelOutput(last_hidden_state=encoded), decoder_input_ids=start,
-            decoder_attention_mask=torch.ones_like(start), generation_config=settings)
+            decoder_attention_mask=torch.ones_like(start), generation_config=settings,
+            attention_mask=torch.ones(encoded.shape[:2], dtype=torch.long, device=device))  # every frame is real
         tokens = out[:, len(self.prompt):]
         counts = []
         for row, budget in enumerate(budgets):
