@@ -61,7 +61,7 @@ def answer(model, clips: list[Path]) -> None:
 
 
 def spoken_passages(folder: Path) -> list[tuple[Path, object]]:
-    """A short passage with questions and a long one (one to three minutes) with a summary, spoken by espeak-ng,
+    """A short passage with questions and a long one (about two minutes) with a summary, spoken by espeak-ng,
     from the test split's values (never in any training passage)."""
     from .data.synth import resolve_voices, synthesize
     from .data.synth.passage_text import make_long_passage, make_passage
@@ -71,7 +71,7 @@ def spoken_passages(folder: Path) -> list[tuple[Path, object]]:
     voice = resolve_voices(["espeak:en-us"])[0]
     spoken = []
     for name, passage in [("passage-short", make_passage("phone message", "test", rng)),
-                          ("passage-long", make_long_passage("announcement", "test", rng))]:
+                          ("passage-long", make_long_passage("announcement", "test", rng, (330, 420)))]:
         path = folder / f"{name}.wav"
         sf.write(path, synthesize(voice, passage.text, rng), 16000, subtype="PCM_16")
         spoken.append((path, passage))

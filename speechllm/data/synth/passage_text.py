@@ -75,18 +75,20 @@ def make_passage(kind: str, split: str, rng: np.random.Generator) -> Passage:
                             sorted(values.used)))
 
 
-def make_long_passage(kind: str, split: str, rng: np.random.Generator) -> Passage:
+def make_long_passage(kind: str, split: str, rng: np.random.Generator,
+                      words_range: tuple[int, int] = LONG_WORDS) -> Passage:
     """A long passage: parts of `kind` as paragraphs between an introduction and an ending, until it holds
-    LONG_WORDS words; anchored questions about any part; the summary joins the parts' headlines in one sentence."""
+    `words_range` words (default LONG_WORDS: one to two minutes spoken); anchored questions about any part; the
+    summary joins the parts' headlines in one sentence."""
     if kind not in _LONG_FRAMES:
         raise ConfigError(f"unknown passage kind {kind!r}; kinds: {sorted(_LONG_FRAMES)}")
     intro, outro, title = _LONG_FRAMES[kind]
     values = ValueDraw(split, rng)  # shared by the parts: no value repeats, so anchored questions stay unique
     paragraphs, parts, words = [], [], len(intro.split()) + len(outro.split())
-    while words < LONG_WORDS[0]:
+    while words < words_range[0]:
         part = KINDS[kind](values)
         paragraph = _ordered(part, rng)
-        if parts and words + len(paragraph.split()) > LONG_WORDS[1]:
+        if parts and words + len(paragraph.split()) > words_range[1]:
             break
         paragraphs.append(paragraph)
         parts.append(part)
