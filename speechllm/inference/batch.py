@@ -22,9 +22,8 @@ from tqdm import tqdm
 
 from ..audio import SAMPLE_RATE, AudioInput, load_audio, load_audio_segment
 from ..errors import AudioError, ConfigError, DataError
-from ..prompting import prompt_message
 from ..records import BadRow, read_jsonl, row_segment
-from .api import check_instruction, check_min_confidence, check_positive
+from .api import ask, check_instruction, check_min_confidence, check_positive
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 log = logging.getLogger(__name__)
@@ -149,9 +148,8 @@ def _infer_clips(model, clips, fields, instruction, transcribe, batch_size, max_
 
 def _answer(model, samples: list, fields, instruction, transcribe, max_new_tokens, min_confidence) -> list[dict]:
     audio = [(s, SAMPLE_RATE) for s in samples]
-    if instruction is not None:
-        texts = model.chat([[prompt_message(instruction, a)] for a in audio], max_new_tokens=max_new_tokens,
-                           batch_size=len(audio))
+    if instruction is not None:  # worded as the model was trained (its prompt style), else a plain instruction
+        texts = ask(model, audio, instruction, max_new_tokens=max_new_tokens, batch_size=len(audio))
         return [{"answer": t} for t in texts]
     if transcribe:
         texts = model.transcribe(audio, batch_size=len(audio), max_new_tokens=max_new_tokens)

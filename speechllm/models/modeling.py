@@ -285,6 +285,18 @@ class SpeechLLMForConditionalGeneration(CheckpointMixin, PreTrainedModel):
 
         return transcribe(self, audio, **kwargs)
 
+    def ask(self, audio, question: str, **kwargs):
+        """The answer to a question about a clip (or each of a list), worded as the model was trained."""
+        from ..inference import ask
+
+        return ask(self, audio, question, **kwargs)
+
+    def summarize(self, audio, **kwargs):
+        """A summary of a clip (or each of a list), worded as the model was trained."""
+        from ..inference import summarize
+
+        return summarize(self, audio, **kwargs)
+
     def generate_meta(self, audio, fields=None, instruction=None, **kwargs):
         """Schema-valid speaker metadata with per-label confidences (see inference.generate_meta)."""
         from ..inference import generate_meta
