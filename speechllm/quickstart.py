@@ -82,26 +82,22 @@ def ask_gemma_bridge(folder: Path) -> None:
     """The shipped speech LLM over Gemma answers a question about a spoken passage and summarizes a long one."""
     from . import load
     from .audio import load_audio
-    from .prompt_styles import PROMPT_STYLES
 
     try:
         model = load("gemma-bridge")
     except ConfigError as error:
         log.warning("(gemma-bridge skipped: %s)", error)
         return
-    style = PROMPT_STYLES["few-shot"]  # a base LLM: worked examples, then the request
     (short, passage), (long, long_passage) = spoken_passages(folder)
     question = passage.questions[0]
     clip = load_audio(str(short))
-    parts = style.parts("question", (clip, 16000), question=question["question"])
-    stop = style.generate_options(model.processor.tokenizer)  # the answer ends at its line break
-    answer_ = model.chat([{"role": "user", "content": parts}], max_new_tokens=16, **stop)[0]
+    # Asked as it was trained: few-shot completions for a base LLM (the model's prompt style).
+    answer_ = model.ask((clip, 16000), question["question"], max_new_tokens=16)
     log.info("%s (%.0f s): %s\n    Q: %s\n    A: %s   (expected: %s)", short.name, len(clip) / 16000, passage.text,
-             question["question"], style.clean(answer_), question["answer"])
+             question["question"], answer_, question["answer"])
     clip = load_audio(str(long))
-    summary = model.chat([{"role": "user", "content": style.parts("summary", (clip, 16000))}], max_new_tokens=60,
-                         **stop)[0]
-    log.info("%s (%.0f s) summary: %s\n    reference: %s", long.name, len(clip) / 16000, style.clean(summary),
+    summary = model.summarize((clip, 16000), max_new_tokens=60)
+    log.info("%s (%.0f s) summary: %s\n    reference: %s", long.name, len(clip) / 16000, summary,
              long_passage.summary)
 
 
