@@ -224,8 +224,36 @@ class WhisperTranscriber(AudioEncoder):
         hidden = self.model.model.decoder(input_ids=forced, encoder_hidden_states=encoded).last_hidden_state
         states = encoded.new_zeros(rows, steps, self.output_dim)
         for row, count in enumerate(counts):  # position len(prompt) - 1 + i predicted token i
-            states[row, :count] = hidden[row, len(self.prompt) - 1: len(self.prompt) - 1 + count]
+            states[row, :count] = self._favouring(hidden[row, len(self.prompt) - 1: len(self.prompt) - 1 + count],
+                                                  tokens[row, :count])
         return states, counts
+
+    def _favouring(self, states: torch.Tensor, chosen: torch.Tensor, margin: float = 0.5, rounds: int = 10):
+        """`states` moved just enough that the beam's `chosen` token leads every other text token by `margin`
+        logits: beam search keeps a hypothesis whose tokens need not be each step's argmax ("one hundred" where
+        the state alone says " 100"), and the bridge reads the argmax (how many LLM pieces a step takes). Each round
+        moves a state along W[chosen] minus the softmax-weighted competitors that come within the margin, by the
+        amount that closes the largest gap; every quantity is continuous in the state, so two nearly equal states
+        (a clip batched or alone) move nearly equally, and a state whose token already leads is not moved."""
+        weight = self.model.proj_out.weight.float()[: self.end_of_text]  # text tokens: what the bridge can read
+        moved = states.float().clone()
+        text = chosen < self.end_of_text
+        safe = chosen.clamp_max(self.end_of_text - 1)
+        rows = torch.arange(len(chosen), device=states.device)
+        for _ in range(rounds):
+            logits = moved @ weight.T
+            own = logits[rows, safe]
+            others = logits.clone()
+            others[rows, safe] = -math.inf
+            gap = others.max(-1).values - own + margin  # > 0: the chosen token does not lead by the margin yet
+            needs = (gap > 1e-6) & text
+            if not bool(needs.any()):
+                break
+            rivals = F.softmax((others - own[:, None]) / margin, dim=-1)  # the tokens within the margin weigh most
+            direction = weight[safe] - rivals @ weight
+            step = gap.clamp_min(0) / direction.pow(2).sum(-1).clamp_min(1e-6)
+            moved = torch.where(needs[:, None], moved + step[:, None] * direction, moved)
+        return moved.to(states.dtype)
 
 
 @register_connector("token_bridge")

@@ -182,6 +182,7 @@ def test_beam_states_are_the_states_that_predicted_the_chosen_tokens():
     with torch.no_grad():
         encoded = model.encoder.model.model.encoder(mel).last_hidden_state
         greedy, greedy_counts = model.encoder._greedy_states(encoded, budgets)
+        model.encoder._favouring = lambda states, chosen: states  # alignment only; favouring is tested below
         forced, forced_counts = model.encoder._beam_states(encoded, budgets)
     assert forced_counts == greedy_counts and min(greedy_counts) > 0
     torch.testing.assert_close(forced, greedy, atol=1e-4, rtol=1e-4)
@@ -189,9 +190,33 @@ def test_beam_states_are_the_states_that_predicted_the_chosen_tokens():
 
 def test_beam_decoding_gives_each_clip_the_same_states_batched_or_alone():
     model = bridge_model(tokens_per_second=3.0, min_tokens=8, beams=3)
+    # The random tiny Whisper has near-ties between beams' last tokens; the states (which do not depend on the
+    # token they predict) must agree, and favouring follows whichever token was kept (tested above).
+    model.encoder._favouring = lambda states, chosen: states
     waves, budgets = _windows([(1.0, 13), (2.5, 14), (0.5, 15)])
     together, counts = model.encoder._decode(waves, budgets)
     for row, (wave, budget) in enumerate(zip(waves, budgets)):
         alone, (count,) = model.encoder._decode([wave], [budget])
         assert count == counts[row]
         torch.testing.assert_close(together[row, :count], alone[0, :count], atol=1e-4, rtol=1e-4)
+
+
+def test_beam_states_make_the_chosen_token_the_most_likely_and_leave_agreeing_states_alone():
+    """Beam search may keep tokens that are not a step's argmax; the bridge reads the argmax, so each such state is
+    moved until the beam's token leads (by the margin), and a state that already agrees is not touched."""
+    model = bridge_model()
+    encoder = model.encoder
+    weight = encoder.model.proj_out.weight.detach()[: encoder.end_of_text]
+    states = torch.randn(6, weight.shape[1])
+    top = (states @ weight.T).argmax(-1)
+    chosen = top.clone()
+    chosen[::2] = (top[::2] + 7) % encoder.end_of_text  # half the steps chose another token
+    moved = encoder._favouring(states, chosen)
+    logits = moved @ weight.T
+    assert (logits.argmax(-1) == chosen).all()
+    lead = logits.gather(1, chosen[:, None])[:, 0] - logits.scatter(1, chosen[:, None], -1e9).max(-1).values
+    assert (lead[::2] > 0.4).all()  # by about the margin (0.5)
+    leading = (states @ weight.T).topk(2).values
+    agreeing = [i for i in range(1, 6, 2) if float(leading[i, 0] - leading[i, 1]) >= 0.5]
+    torch.testing.assert_close(moved[agreeing], states[agreeing])
+    assert ((moved[::2] - states[::2]).norm(dim=-1) > 0).all()
