@@ -56,6 +56,7 @@ class WhisperTranscriber(AudioEncoder):
     takes about 4.5 Whisper tokens a second) and `min_tokens` (default 8) set each window's token budget."""
 
     default_window_seconds = 30.0
+    features_version = 2  # 2: beam states favour the chosen token (feature caches of version 1 are not reused)
 
     def __init__(self, spec: EncoderSpec):
         from transformers import (

@@ -54,3 +54,22 @@ def test_a_changed_encoder_never_reads_the_old_encoders_entries(tmp_path):
     assert (cache.hits, cache.misses) == (0, 3), f"stale entries were read after changing {name}"
     for g, e in zip(got, after):
         assert torch.equal(g, e)
+
+
+def test_an_encoder_with_other_options_or_feature_code_never_reads_old_entries():
+    """Same weights, other features: a transcriber decoding with more beams, or a newer way of computing them."""
+    from speechllm.testing import TINY_ENCODERS
+    from speechllm.training.feature_cache import encoder_fingerprint
+
+    def transcriber(**options):
+        model = tiny_model("whisper", "token_bridge", encoder={"family": "whisper_transcriber",
+                                                               "hf_config": TINY_ENCODERS["whisper"],
+                                                               "options": options})
+        return model.encoder
+
+    greedy, beams = transcriber(), transcriber(beams=3)
+    assert encoder_fingerprint(greedy) == encoder_fingerprint(transcriber())
+    assert encoder_fingerprint(greedy) != encoder_fingerprint(beams)
+    before = encoder_fingerprint(greedy)
+    greedy.features_version += 1
+    assert encoder_fingerprint(greedy) != before

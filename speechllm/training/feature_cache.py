@@ -17,14 +17,21 @@ from safetensors.torch import load_file, save_file
 
 
 def encoder_fingerprint(encoder: torch.nn.Module) -> str:
-    """A hash of the encoder's config and the bytes of every weight: a different or retrained encoder never hits
-    old entries, even one whose weights differ only by a permutation (a sum of each tensor would not see it)."""
+    """A hash of the encoder's config, options, features version and the bytes of every weight: a different or
+    retrained encoder never hits old entries, even one whose weights differ only by a permutation (a sum of each
+    tensor would not see it)."""
     digest = hashlib.sha1()
     for module in getattr(encoder, "primary", None), getattr(encoder, "secondary", None), encoder:
         config = getattr(getattr(module, "model", None), "config", None)
         if config is not None:
             digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
     digest.update(str(getattr(encoder, "window_samples", "")).encode())
+    # Options shape the features too (a transcriber's beams and token budget), and so does the code's version of
+    # them: `features_version`, raised when an encoder computes its features differently.
+    spec = getattr(encoder, "spec", None)
+    if spec is not None:
+        digest.update(json.dumps(getattr(spec, "options", {}), sort_keys=True, default=str).encode())
+    digest.update(str(getattr(encoder, "features_version", 0)).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
