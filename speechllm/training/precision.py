@@ -26,3 +26,16 @@ def resolve_precision(requested: str) -> str:
         logger.warning(f"precision {requested}: this CPU has no native support for it; training in fp32")
         return "fp32"
     return requested
+
+
+def forget_other_precision(mixed_precision: str) -> None:
+    """Let a second run in the same single-process Python session train in another precision: accelerate keeps
+    one process-wide state and refuses a different `mixed_precision` ("restart your runtime"). In one process
+    nothing else shares that state, so it is dropped and rebuilt; under a distributed launch it is left alone."""
+    import os
+
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and int(os.environ.get("WORLD_SIZE", "1")) == 1 and shared.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state()

@@ -32,7 +32,7 @@ from .datasets import RunDatasets, eval_batch_size, step_plan
 from .feature_cache import FeatureCache
 from .finish import finish_run
 from .losses import LossConfig, loss_sums
-from .precision import resolve_precision
+from .precision import forget_other_precision, resolve_precision
 from .sharding import (
     SHARDED_STATE,
     fsdp_plugin,
@@ -94,6 +94,7 @@ class Trainer:
         self.sharded = config.distributed == "fsdp" or parse_flag_from_env("ACCELERATE_USE_FSDP")
         encoder_trains = any("encoder" in stage.trains for stage in config.stages)
         gpu = torch.cuda.is_available()
+        forget_other_precision("no" if precision == "fp32" else precision)
         self.accelerator = Accelerator(
             # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) join over gloo.
             cpu=not gpu,
