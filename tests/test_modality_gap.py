@@ -134,3 +134,26 @@ def test_modality_gap_runs_end_to_end_on_a_tiny_random_model(tiny, passages, tmp
 def test_eval_gap_cli_refuses_a_bad_prompt_style_before_loading(passages, tmp_path, capsys):
     code = main(["eval-gap", str(tmp_path / "no-model"), str(passages), "--prompt-style", "chatty", "--no-cascade"])
     assert code == 1 and "prompt style" in capsys.readouterr().err
+
+
+def test_the_cascade_decodes_with_as_many_beams_as_the_models_transcriber(monkeypatch):
+    """A like-for-like baseline: gemma-bridge's Whisper decodes with 5 beams, so faster-whisper does too; a model
+    whose encoder does not transcribe is compared with greedy faster-whisper."""
+    from types import SimpleNamespace
+
+    from speechllm.evaluation import cascade, modality_gap
+
+    made = []
+
+    class Recording:
+        def __init__(self, beam_size=1):
+            made.append(beam_size)
+            self.name = f"beams {beam_size}"
+
+    monkeypatch.setattr(cascade, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(cascade, "CascadeASR", Recording)
+    bridge = SimpleNamespace(encoder=SimpleNamespace(beams=5))
+    assert modality_gap._cascade("auto", modality_gap._transcriber_beams(bridge))[1] == "beams 5"
+    assert modality_gap._cascade("auto", modality_gap._transcriber_beams(SimpleNamespace(encoder=object())))[1] == \
+        "beams 1"
+    assert made == [5, 1]

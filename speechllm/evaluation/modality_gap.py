@@ -99,7 +99,8 @@ def evaluate_gap(model, manifest, *, out_dir, prompt_style: str | dict | PromptS
     """Measure the modality gap of `model` on one manifest or a list -> the report dict, also written to `out_dir`
     (report.json, report.md, predictions.jsonl).
 
-    `cascade`: "auto" (faster-whisper tiny.en when installed, else the cascade rows say why not), None (skip it),
+    `cascade`: "auto" (faster-whisper tiny.en when installed, decoding with as many beams as the model's
+    transcribing encoder, greedy otherwise; else the cascade rows say why not), None (skip it),
     or an object with `transcribe(list of 16 kHz arrays) -> [str]`. `limit`: the first N usable rows of each
     manifest. `max_new_tokens` overrides the answer limits per request ({"question": 32, "summary": 128}).
     Progress (clips done, elapsed, time left) goes to the `speechllm` logger."""
@@ -115,7 +116,7 @@ def evaluate_gap(model, manifest, *, out_dir, prompt_style: str | dict | PromptS
     items, skipped = read_gap_items(manifest, limit)
     if not items:
         raise ConfigError(f"no usable rows in {manifest}: {json.dumps(skipped)[:500]}")
-    asr, cascade_note = _cascade(cascade)
+    asr, cascade_note = _cascade(cascade, _transcriber_beams(model))
     predictions, failed, start = [], [], time.perf_counter()
     for first in range(0, len(items), batch_size):
         group, clips = [], []
@@ -145,13 +146,21 @@ def _as_list(manifest) -> list:
     return [manifest] if isinstance(manifest, (str, Path)) else list(manifest)
 
 
-def _cascade(choice):
+def _cascade(choice, beams: int = 1):
     if choice is None:
         return None, "not run (switched off)"
     if choice != "auto":
         return choice, getattr(choice, "name", type(choice).__name__)
     reason = cascade_asr.unavailable_reason()
-    return (None, f"not run: {reason}") if reason else (cascade_asr.CascadeASR(), cascade_asr.CASCADE_NAME)
+    if reason:
+        return None, f"not run: {reason}"
+    asr = cascade_asr.CascadeASR(beam_size=beams)
+    return asr, asr.name
+
+
+def _transcriber_beams(model) -> int:
+    """The beams of a model whose encoder transcribes (gemma-bridge: 5), so the cascade decodes alike; else 1."""
+    return int(getattr(getattr(model, "encoder", None), "beams", 1) or 1)
 
 
 def _answer_batch(model, style: PromptStyle, items: list[GapItem], clips: list, asr, batch_size: int,
