@@ -100,11 +100,22 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
 }
 
 
+def model_prompt_style(model) -> PromptStyle | None:
+    """The style `model` was trained in (its spec's `prompt_style`), or None when it names none."""
+    name = getattr(getattr(getattr(model, "config", None), "model_spec", None), "prompt_style", None)
+    return resolve_prompt_style(name) if name else None
+
+
+def clip_passage(source):
+    """An audio source as a style's passage: a path string becomes a Path, since a plain string is read as text."""
+    return Path(source) if isinstance(source, str) else source
+
+
 def resolve_prompt_style(choice: str | dict | PromptStyle | None, model=None) -> PromptStyle:
     """The style to use: `choice` (a name of PROMPT_STYLES, a JSON file of PromptStyle fields, a dict or a
     PromptStyle), else the model spec's `prompt_style`, else "plain". ConfigError for an unknown name or field."""
     if choice is None and model is not None:
-        choice = getattr(getattr(getattr(model, "config", None), "model_spec", None), "prompt_style", None)
+        return model_prompt_style(model) or PROMPT_STYLES["plain"]
     if choice is None:
         return PROMPT_STYLES["plain"]
     if isinstance(choice, PromptStyle):

@@ -12,12 +12,11 @@ from __future__ import annotations
 import inspect
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError, DataError, InputError
 from ..metadata import SPEECHLLM_SCHEMA, MetadataSchema, serialize
-from ..prompt_styles import PromptStyle
+from ..prompt_styles import PromptStyle, clip_passage
 from ..prompting import instruction_for, instructions, prompt_message
 
 if TYPE_CHECKING:  # records are made by `manifest`, which checks them with `checked_task` from here
@@ -133,9 +132,7 @@ def styled(example: TrainingExample, record: Record, style: PromptStyle) -> Trai
     request = STYLED_REQUESTS.get(example.task)
     if request is None or (request == "question" and not record.instruction):
         return example
-    source = record.audio_source()
-    # A style reads a plain string as the passage's text: a path goes in as a Path.
-    parts = style.parts(request, Path(source) if isinstance(source, str) else source, question=record.instruction)
+    parts = style.parts(request, clip_passage(record.audio_source()), question=record.instruction)
     conversation = [{"role": "user", "content": parts}, *example.conversation[1:]]
     return TrainingExample(conversation, example.transcripts, example.task, example.record_id)
 

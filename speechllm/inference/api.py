@@ -5,7 +5,6 @@ as the training tasks build theirs, so a model is asked exactly as it was taught
 from __future__ import annotations
 
 import numbers
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -17,7 +16,7 @@ from ..errors import ConfigError, InputError
 from ..heads import HeadPrediction, encode_for_heads
 from ..metadata import SPEECH_FIELD, MetadataSchema, serialize
 from ..models.positions import bounded_new_tokens, room_for_answer
-from ..prompt_styles import PromptStyle, resolve_prompt_style
+from ..prompt_styles import clip_passage, model_prompt_style
 from ..prompting import instruction_for, instructions, prompt_message
 
 NO_SPEECH_CERTAINTY = 0.99  # a speech-activity head's probability of "no speech" from which it answers "no speech"
@@ -65,65 +64,43 @@ def transcribe(model, audio: AudioInput | Sequence[AudioInput], *, instruction: 
                batch_size: int = 8, max_new_tokens: int = 256) -> str | list[str]:
     """Transcripts of one clip (a string back) or several (a list back). A model with a prompt style (its spec's
     `prompt_style`, e.g. few-shot for a base LLM) is asked in that style unless an `instruction` is given."""
-    single, clips = _clips(audio)
-    style = model_prompt_style(model)
-    if style is not None and instruction is None:
-        answers = _ask_in_style(model, style, "transcript", clips, None, batch_size, max_new_tokens)
-    else:
-        instruction = instructions("asr")[0] if instruction is None else check_instruction(instruction)
-        answers = chat(model, [[prompt_message(instruction, clip)] for clip in clips],
-                       batch_size=batch_size, max_new_tokens=max_new_tokens)
-    return answers[0] if single else answers
+    if instruction is not None:
+        return _request(model, audio, "transcript", check_instruction(instruction), None, batch_size,
+                        max_new_tokens, styled=False)
+    return _request(model, audio, "transcript", instructions("asr")[0], None, batch_size, max_new_tokens)
 
 
 def ask(model, audio: AudioInput | Sequence[AudioInput], question: str, *, batch_size: int = 8,
         max_new_tokens: int = 64) -> str | list[str]:
     """The answer to `question` about one clip (a string back) or each of several (a list back), worded in the
     model's prompt style as it was trained (a few-shot completion for gemma-bridge), else as a plain instruction."""
-    single, clips = _clips(audio)
     question = check_instruction(question)
-    style = model_prompt_style(model)
-    if style is not None:
-        answers = _ask_in_style(model, style, "question", clips, question, batch_size, max_new_tokens)
-    else:
-        answers = chat(model, [[prompt_message(question, clip)] for clip in clips], batch_size=batch_size,
-                       max_new_tokens=max_new_tokens)
-    return answers[0] if single else answers
+    return _request(model, audio, "question", question, question, batch_size, max_new_tokens)
 
 
 def summarize(model, audio: AudioInput | Sequence[AudioInput], *, batch_size: int = 8,
               max_new_tokens: int = 128) -> str | list[str]:
     """A summary of one clip (a string back) or each of several (a list back), in the model's prompt style."""
-    single, clips = _clips(audio)
-    style = model_prompt_style(model)
-    if style is not None:
-        answers = _ask_in_style(model, style, "summary", clips, None, batch_size, max_new_tokens)
-    else:
-        answers = chat(model, [[prompt_message(instructions("summarization")[0], clip)] for clip in clips],
-                       batch_size=batch_size, max_new_tokens=max_new_tokens)
-    return answers[0] if single else answers
+    return _request(model, audio, "summary", instructions("summarization")[0], None, batch_size, max_new_tokens)
 
 
-def model_prompt_style(model) -> PromptStyle | None:
-    """The prompt style the model was trained with (its spec's `prompt_style`), or None."""
-    name = getattr(getattr(getattr(model, "config", None), "model_spec", None), "prompt_style", None)
-    return resolve_prompt_style(name) if name else None
-
-
-def _clips(audio) -> tuple[bool, list]:
+def _request(model, audio, request: str, instruction: str, question: str | None, batch_size: int,
+             max_new_tokens: int, styled: bool = True) -> str | list[str]:
+    """`request` about each clip: in the model's prompt style when it has one (and `styled`), a completion style
+    stopping at the line break that ends its answer; else the plain `instruction` before the clip."""
     single = not isinstance(audio, (list, tuple)) or _is_array_pair(audio)
-    return single, [audio] if single else list(audio)
-
-
-def _ask_in_style(model, style: PromptStyle, request: str, clips: list, question: str | None, batch_size: int,
-                  max_new_tokens: int) -> list[str]:
-    """`request` about each clip in `style`; a completion style stops at the line break that ends its answer."""
-    # A path string is a clip here, never the passage's text.
-    clips = [Path(c) if isinstance(c, str) else c for c in clips]
-    conversations = [[{"role": "user", "content": style.parts(request, clip, question=question)}] for clip in clips]
-    answers = chat(model, conversations, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                   **style.generate_options(model.processor.tokenizer))
-    return [style.clean(answer) for answer in answers]
+    clips = [audio] if single else list(audio)
+    style = model_prompt_style(model) if styled else None
+    if style is None:
+        answers = chat(model, [[prompt_message(instruction, clip)] for clip in clips], batch_size=batch_size,
+                       max_new_tokens=max_new_tokens)
+    else:
+        conversations = [[{"role": "user", "content": style.parts(request, clip_passage(clip), question=question)}]
+                         for clip in clips]
+        answers = [style.clean(a) for a in chat(model, conversations, batch_size=batch_size,
+                                                max_new_tokens=max_new_tokens,
+                                                **style.generate_options(model.processor.tokenizer))]
+    return answers[0] if single else answers
 
 
 def generate_meta(model, audio: AudioInput | Sequence[AudioInput], fields: Sequence[str] | None = None,

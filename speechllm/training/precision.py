@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -32,8 +33,6 @@ def forget_other_precision(mixed_precision: str) -> None:
     """Let a second run in the same single-process Python session train in another precision: accelerate keeps
     one process-wide state and refuses a different `mixed_precision` ("restart your runtime"). In one process
     nothing else shares that state, so it is dropped and rebuilt; under a distributed launch it is left alone."""
-    import os
-
     from accelerate.state import AcceleratorState
 
     shared = AcceleratorState._shared_state
